@@ -1,0 +1,1 @@
+"""Model directories: export with optimum-onnx, manifests, the default model, the registry."""

@@ -1,0 +1,59 @@
+"""Settings: one pydantic-settings class, read from the environment (prefix VERISOLVE_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from platformdirs import user_data_path
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory that holds the embedded database and the models."""
+    return user_data_path("verisolve", appauthor=False)
+
+
+class Settings(BaseSettings):
+    """Everything configurable in verisolve; every field reads VERISOLVE_<FIELD>."""
+
+    model_config = SettingsConfigDict(env_prefix="VERISOLVE_", env_file=None, extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str = ""
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    model_dir: Path | None = None
+
+    # Limits on input.
+    max_question_chars: int = Field(default=8000, gt=0)
+    max_line_bytes: int = Field(default=1_000_000, gt=0)
+
+    # Calculator bounds (see verisolve.calculator).
+    calc_max_expr_chars: int = Field(default=200, gt=0)
+    calc_max_digits: int = Field(default=30, gt=0)
+
+    # Generation defaults.
+    default_generator: str = "smollm2-135m-instruct"
+    default_verifier: str | None = None
+    provider: str = Field(default="cpu", pattern="^(cpu|cuda)$")
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'verisolve.db'}"
+        if self.model_dir is None:
+            self.model_dir = self.data_dir / "models"
+        return self
+
+    @property
+    def models_path(self) -> Path:
+        """The model directory, always set after validation."""
+        assert self.model_dir is not None
+        return self.model_dir
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
