@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from verisolve.cli import db
+from verisolve.cli import calc, db
 
 app = typer.Typer(
     name="verisolve",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db.app, name="db")
+app.command("calc", context_settings=calc.CONTEXT_SETTINGS)(calc.calc)
 
 
 def main() -> None:
