@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from verisolve.cli import calc, db
+from verisolve.cli import calc, check, db, grade
 
 app = typer.Typer(
     name="verisolve",
@@ -15,6 +15,8 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.command("calc", context_settings=calc.CONTEXT_SETTINGS)(calc.calc)
+app.command("check")(check.check)
+app.command("grade")(grade.grade)
 
 
 def main() -> None:

@@ -120,11 +120,11 @@ def build_tiny_model(
         "token-classification": transformers.AutoModelForTokenClassification,
     }[head]
     torch.manual_seed(seed)
-    model = auto.from_config(config)
+    model = auto.from_config(config)  # type: ignore[no-untyped-call]
     model.eval()
     model.save_pretrained(str(out_dir), safe_serialization=True)
     if head == "causal-lm":
-        gen = transformers.GenerationConfig(
+        gen = transformers.GenerationConfig(  # type: ignore[no-untyped-call]
             bos_token_id=config.bos_token_id,
             eos_token_id=config.eos_token_id,
             pad_token_id=config.pad_token_id,
