@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from verisolve.cli import calc, check, db, grade
+from verisolve.cli import calc, check, db, evaluate, grade
 
 app = typer.Typer(
     name="verisolve",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db.app, name="db")
+app.command("evaluate")(evaluate.evaluate)
 app.command("calc", context_settings=calc.CONTEXT_SETTINGS)(calc.calc)
 app.command("check")(check.check)
 app.command("grade")(grade.grade)
