@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("owner", sa.String(length=128), nullable=False),
         sa.Column("name", sa.String(length=256), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("generator", sa.String(length=256), nullable=False),
         sa.Column("verifier", sa.String(length=256), nullable=True),
@@ -54,6 +55,7 @@ def upgrade() -> None:
         sa.CheckConstraint("top_p > 0 AND top_p <= 1", name=op.f("ck_jobs_top_p_range")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
     )
+    op.create_index(op.f("ix_jobs_fingerprint"), "jobs", ["fingerprint"], unique=False)
     op.create_index(op.f("ix_jobs_owner"), "jobs", ["owner"], unique=False)
     op.create_index(op.f("ix_jobs_status"), "jobs", ["status"], unique=False)
 
@@ -192,5 +194,6 @@ def downgrade() -> None:
     op.drop_table("model_artifacts")
     op.drop_index(op.f("ix_jobs_status"), table_name="jobs")
     op.drop_index(op.f("ix_jobs_owner"), table_name="jobs")
+    op.drop_index(op.f("ix_jobs_fingerprint"), table_name="jobs")
 
     op.drop_table("jobs")

@@ -39,6 +39,8 @@ class Job(TimestampMixin, Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     owner: Mapped[str] = mapped_column(sa.String(128), index=True, default="local")
     name: Mapped[str] = mapped_column(sa.String(256), default="")
+    # Digest of parameters and problems: `verisolve solve` finds the job to resume by it.
+    fingerprint: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     status: Mapped[str] = mapped_column(sa.String(16), index=True, default=JobStatus.PENDING)
     generator: Mapped[str] = mapped_column(sa.String(256))
     verifier: Mapped[str | None] = mapped_column(sa.String(256))

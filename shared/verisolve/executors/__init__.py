@@ -1,0 +1,1 @@
+"""Executors run the pipeline's stages: inline (one process) or on Celery workers."""
