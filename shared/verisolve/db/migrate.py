@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
-import verisolve_migrations as migrations_pkg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -15,10 +15,18 @@ from alembic.script import ScriptDirectory
 from verisolve.db.engine import create_engine, normalize_url
 
 
+def migrations_dir() -> Path:
+    """Where the migrations live: the `verisolve_migrations` package (the repo's migrations/)."""
+    spec = importlib.util.find_spec("verisolve_migrations")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the verisolve_migrations package is not installed")
+    return Path(spec.origin).parent
+
+
 def alembic_config(url: str) -> Config:
     """An Alembic config for a database URL, pointing at the packaged migrations."""
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations_pkg.__file__).parent))
+    config.set_main_option("script_location", str(migrations_dir()))
     # ConfigParser interpolates '%': escape it in passwords and query strings.
     config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
     return config
