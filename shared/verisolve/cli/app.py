@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from verisolve.cli import calc, check, db, evaluate, grade
+from verisolve.cli import calc, check, db, evaluate, grade, models
 
 app = typer.Typer(
     name="verisolve",
@@ -13,11 +13,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(db.app, name="db")
-app.command("evaluate")(evaluate.evaluate)
-app.command("calc", context_settings=calc.CONTEXT_SETTINGS)(calc.calc)
+# Files from anywhere: problems, completions, candidates, one calculator call.
 app.command("check")(check.check)
 app.command("grade")(grade.grade)
+app.command("evaluate")(evaluate.evaluate)
+app.command("calc", context_settings=calc.CONTEXT_SETTINGS)(calc.calc)
+app.add_typer(db.app, name="db")
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:

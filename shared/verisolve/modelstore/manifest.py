@@ -56,6 +56,12 @@ class Manifest(BaseModel):
     eos_token_ids: list[int] = Field(default_factory=list)
     # Verifiers: "sequence" (one score at the last token) or "token" (a value per token).
     score_form: Literal["sequence", "token"] = "sequence"
+    # The id that rows are padded with. A sequence-form graph exported from transformers finds
+    # each row's last token as the last one that differs from this id (the attention mask plays
+    # no part), so inputs must be right-padded with exactly this id.
+    pad_token_id: int | None = None
+    # The longest input the model takes (its position embeddings); None: no known limit.
+    max_length: int | None = None
 
     @classmethod
     def load(cls, model_dir: Path) -> Manifest:

@@ -1,0 +1,241 @@
+"""`verisolve models`: export models to ONNX, install the default generator, show the registry."""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from verisolve.cli.line_errors import fail
+from verisolve.db import get_engine, session_scope
+from verisolve.db.migrate import ensure_schema
+from verisolve.modelstore import registry
+from verisolve.modelstore.manifest import Manifest, PromptSpec
+from verisolve.settings import get_settings
+
+app = typer.Typer(
+    help="Model directories: export to ONNX, install the default generator, list the registry.",
+    no_args_is_help=True,
+)
+console = Console()
+
+# A model name becomes a directory name under the models directory.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class Kind(enum.StrEnum):
+    """What an exported model does."""
+
+    GENERATOR = "generator"
+    VERIFIER = "verifier"
+
+
+class ScoreForm(enum.StrEnum):
+    """Where a verifier reads its score."""
+
+    SEQUENCE = "sequence"
+    TOKEN = "token"
+
+
+def _engine() -> sa.Engine:
+    """The configured database, migrated to the newest schema."""
+    engine = get_engine(get_settings().database_url)
+    ensure_schema(engine)
+    return engine
+
+
+def _register(manifest: Manifest, path: Path) -> None:
+    """Record a model directory in the registry and say what changed."""
+    with session_scope(_engine()) as session:
+        done = registry.register(session, manifest, path)
+        sha = done.artifact.sha256[:12]
+    if done.change is registry.Change.REPLACED:
+        old = (done.previous_sha256 or "")[:12]
+        console.print(f"Replaced the registered {manifest.name!r} (sha256 {old} -> {sha})")
+    elif done.change is registry.Change.ADDED:
+        console.print(f"Registered {manifest.kind} {manifest.name!r} (sha256 {sha})")
+    else:
+        console.print(f"Registry entry {manifest.name!r} {done.change} (sha256 {sha})")
+
+
+def _export(
+    hf_dir: Path,
+    out_dir: Path,
+    *,
+    kind: Kind,
+    name: str,
+    int8: bool,
+    score_form: ScoreForm,
+    few_shot: bool,
+) -> Manifest:
+    """Run the exporter for `kind` (imported here: it needs the export extra)."""
+    source = str(hf_dir.resolve())
+    if kind is Kind.GENERATOR:
+        from verisolve.modelstore.exemplars import STOP_STRINGS, default_prompt
+        from verisolve.modelstore.export import export_generator
+
+        return export_generator(
+            hf_dir,
+            out_dir,
+            name=name,
+            int8=int8,
+            prompt=default_prompt() if few_shot else PromptSpec(),
+            stop=list(STOP_STRINGS),
+            source=source,
+            overwrite=True,
+        )
+    from verisolve.modelstore.verifier_export import export_verifier
+
+    return export_verifier(
+        hf_dir,
+        out_dir,
+        name=name,
+        int8=int8,
+        score_form="token" if score_form is ScoreForm.TOKEN else "sequence",
+        source=source,
+        overwrite=True,
+    )
+
+
+@app.command()
+def export(
+    hf_dir: Annotated[
+        Path, typer.Argument(help="A Hugging Face model directory (config, weights, tokenizer).")
+    ],
+    kind: Annotated[Kind, typer.Option(help="generator or verifier.")],
+    name: Annotated[str, typer.Option(help="Registry name; also the directory name.")],
+    int8: Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantisation (CPU).")] = False,
+    score_form: Annotated[
+        ScoreForm | None, typer.Option(help="Verifiers: one score per sequence or per token.")
+    ] = None,
+    few_shot: Annotated[
+        bool,
+        typer.Option(
+            "--few-shot", help="Generators: prompt with our 4 GSM8K-format worked examples."
+        ),
+    ] = False,
+) -> None:
+    """Export HF_DIR to ONNX into the models directory and register it as NAME."""
+    from verisolve.modelstore.export import ExportError
+
+    if not _NAME.fullmatch(name):
+        fail(f"--name {name!r}: use letters, digits, '.', '_' and '-' (128 at most)")
+        raise typer.Exit(1)
+    if score_form is not None and kind is Kind.GENERATOR:
+        fail("--score-form applies to verifiers only")
+        raise typer.Exit(1)
+    if few_shot and kind is Kind.VERIFIER:
+        fail("--few-shot applies to generators only")
+        raise typer.Exit(1)
+    if not hf_dir.is_dir():
+        fail(f"{hf_dir}: no such directory")
+        raise typer.Exit(1)
+    out_dir = get_settings().models_path / name
+    start = time.perf_counter()
+    try:
+        manifest = _export(
+            hf_dir,
+            out_dir,
+            kind=kind,
+            name=name,
+            int8=int8,
+            score_form=score_form or ScoreForm.SEQUENCE,
+            few_shot=few_shot,
+        )
+    except (ExportError, OSError, ValueError) as exc:
+        fail(f"cannot export {hf_dir}: {exc}")
+        raise typer.Exit(1) from None
+    elapsed = time.perf_counter() - start
+    console.print(f"Exported {kind} {name!r} to {out_dir} in {elapsed:.1f}s")
+    _register(manifest, out_dir)
+
+
+@app.command("install-default")
+def install_default(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if installed.")] = False,
+) -> None:
+    """Build the default generator (SmolLM2-135M-Instruct, int8) once and register it."""
+    from verisolve.modelstore import default
+
+    models_dir = get_settings().models_path
+    target = default.default_model_dir(models_dir)
+    if default.is_installed(target) and not force:
+        console.print(f"The default generator is already installed at {target}")
+    else:
+        console.print(f"Building the default generator into {target} (about a minute)")
+        start = time.perf_counter()
+        try:
+            default.install_default(models_dir, force=force)
+        except default.DefaultModelError as exc:
+            fail(str(exc))
+            raise typer.Exit(1) from None
+        console.print(f"Installed in {time.perf_counter() - start:.0f}s")
+    _register(Manifest.load(target), target)
+
+
+@app.command("list")
+def list_(
+    kind: Annotated[Kind | None, typer.Option(help="Only this kind.")] = None,
+) -> None:
+    """Show the registered models."""
+    with session_scope(_engine()) as session:
+        rows = registry.list_models(session, kind)
+        table = Table()
+        for column in ("name", "kind", "int8", "size", "sha256", "path", "created"):
+            table.add_column(column, no_wrap=column != "path", overflow="fold")
+        for row in rows:
+            manifest = Manifest.model_validate(row.manifest)
+            table.add_row(
+                row.name,
+                row.kind,
+                "yes" if manifest.int8 else "no",
+                _size(Path(row.path), manifest),
+                row.sha256[:12],
+                row.path,
+                _when(row.created_at),
+            )
+    if not rows:
+        console.print("No models registered (try `verisolve models install-default`).")
+        return
+    console.print(table)
+
+
+@app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="A registered name or a model directory.")],
+) -> None:
+    """Print the manifest of a model."""
+    with session_scope(_engine()) as session:
+        try:
+            path = registry.resolve(session, name)
+        except registry.ModelNotFoundError as exc:
+            fail(str(exc))
+            raise typer.Exit(1) from None
+    console.print(str(path), style="bold", markup=False, highlight=False)
+    console.print_json(Manifest.load(path).model_dump_json())
+
+
+def _size(path: Path, manifest: Manifest) -> str:
+    """The total size of the model's ONNX files, or 'missing' when any is gone."""
+    files = [path / name for name in manifest.files]
+    if not files or not all(f.is_file() for f in files):
+        return "missing"
+    total = float(sum(f.stat().st_size for f in files))
+    for unit in ("B", "KB", "MB"):
+        if total < 1024:
+            return f"{total:.0f} {unit}"
+        total /= 1024
+    return f"{total:.1f} GB"
+
+
+def _when(moment: datetime) -> str:
+    """A creation time to the minute."""
+    return moment.strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,1 @@
+"""ONNX Runtime inference: the sampling engine, verifier scoring, tokenizers and providers."""

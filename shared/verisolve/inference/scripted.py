@@ -1,0 +1,58 @@
+"""A backend whose logits come from a function of each row's tokens: the engine's test double."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+# Given the prompt and a row's tokens so far, the logits of its next token [vocab].
+Script = Callable[[Sequence[int]], NDArray[np.float32]]
+
+
+def one_hot_logits(vocab_size: int, token: int, margin: float = 30.0) -> NDArray[np.float32]:
+    """Logits that make `token` all but certain under any temperature up to a few."""
+    logits = np.zeros(vocab_size, dtype=np.float32)
+    logits[token] = margin
+    return logits
+
+
+class ScriptedBackend:
+    """Runs a script instead of a model; records the batch size of every step."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.step_rows: list[int] = []
+
+    def prefill(self, prompt_ids: Sequence[int]) -> tuple[NDArray[np.float32], ScriptedDecoding]:
+        """The script's logits after the prompt, and a decoding with one row."""
+        decoding = ScriptedDecoding(self, [list(prompt_ids)])
+        return self.script(prompt_ids), decoding
+
+
+class ScriptedDecoding:
+    """Each row's full token history, grown by `step` and compacted by `keep`."""
+
+    def __init__(self, backend: ScriptedBackend, rows: list[list[int]]) -> None:
+        self._backend = backend
+        self.rows = rows
+
+    def expand(self, n: int) -> None:
+        """Copy the single prompt row n times."""
+        if len(self.rows) != 1:
+            raise RuntimeError("expand() needs exactly the prefilled row")
+        self.rows = [list(self.rows[0]) for _ in range(n)]
+
+    def step(self, tokens: NDArray[np.int64]) -> NDArray[np.float32]:
+        """Append the tokens; the script's logits for every row."""
+        if len(tokens) != len(self.rows):
+            raise ValueError(f"{len(tokens)} tokens for {len(self.rows)} rows")
+        self._backend.step_rows.append(len(self.rows))
+        for row, token in zip(self.rows, tokens.tolist(), strict=True):
+            row.append(int(token))
+        return np.stack([self._backend.script(row) for row in self.rows])
+
+    def keep(self, rows: NDArray[np.int64]) -> None:
+        """Keep the given rows, in that order."""
+        self.rows = [self.rows[i] for i in rows.tolist()]

@@ -1,0 +1,116 @@
+"""The model registry: model directories known to the database, by unique name.
+
+Functions take a session and flush; the caller's session scope commits.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from verisolve.models import ModelArtifact
+from verisolve.modelstore.manifest import MANIFEST_FILE, Manifest
+
+logger = logging.getLogger(__name__)
+
+
+class ModelNotFoundError(LookupError):
+    """Neither a model directory nor a registered name; the message lists the known models."""
+
+
+class Change(enum.StrEnum):
+    """What register() did to the registry."""
+
+    ADDED = "added"
+    REPLACED = "replaced"  # same name, other weights
+    UPDATED = "updated"  # same weights, other path or manifest
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The registered row, what changed, and the weights it replaced (if any)."""
+
+    artifact: ModelArtifact
+    change: Change
+    previous_sha256: str | None = None
+
+
+def register(session: Session, manifest: Manifest, path: Path) -> Registration:
+    """Add the model at `path`, or replace the row that holds its name."""
+    fields: dict[str, object] = {
+        "kind": manifest.kind,
+        "path": str(path.resolve()),
+        "sha256": manifest.digest(),
+        "manifest": manifest.model_dump(mode="json"),
+    }
+    row = get(session, manifest.name)
+    if row is None:
+        try:
+            # A savepoint, so a concurrent insert of the same name does not end our transaction.
+            with session.begin_nested():
+                row = ModelArtifact(name=manifest.name, **fields)
+                session.add(row)
+            logger.info("registered %s %s at %s", manifest.kind, manifest.name, path)
+            return Registration(row, Change.ADDED)
+        except IntegrityError:
+            row = get(session, manifest.name)
+            if row is None:
+                raise
+    return _update(session, row, fields)
+
+
+def _update(session: Session, row: ModelArtifact, fields: dict[str, object]) -> Registration:
+    """Bring an existing row to `fields` and say what changed."""
+    previous = row.sha256
+    if all(getattr(row, key) == value for key, value in fields.items()):
+        return Registration(row, Change.UNCHANGED, previous)
+    change = Change.REPLACED if fields["sha256"] != previous else Change.UPDATED
+    for key, value in fields.items():
+        setattr(row, key, value)
+    session.flush()
+    if change is Change.REPLACED:
+        logger.warning(
+            "model %s replaced: sha256 %s -> %s", row.name, previous[:12], row.sha256[:12]
+        )
+    return Registration(row, change, previous)
+
+
+def get(session: Session, name: str) -> ModelArtifact | None:
+    """The registered model called `name`, or None."""
+    return session.scalars(sa.select(ModelArtifact).where(ModelArtifact.name == name)).one_or_none()
+
+
+def list_models(session: Session, kind: str | None = None) -> list[ModelArtifact]:
+    """Registered models by name, optionally of one kind."""
+    query = sa.select(ModelArtifact).order_by(ModelArtifact.name)
+    if kind is not None:
+        query = query.where(ModelArtifact.kind == kind)
+    return list(session.scalars(query))
+
+
+def resolve(session: Session, name_or_path: str) -> Path:
+    """A model directory: `name_or_path` itself when it holds a manifest, else a registered name."""
+    candidate = Path(name_or_path).expanduser()
+    if (candidate / MANIFEST_FILE).is_file():
+        return candidate.resolve()
+    row = get(session, name_or_path)
+    if row is not None:
+        path = Path(row.path)
+        if not (path / MANIFEST_FILE).is_file():
+            raise ModelNotFoundError(
+                f"model {name_or_path!r} is registered at {path}, but that directory has no "
+                f"{MANIFEST_FILE}; export or install it again"
+            )
+        return path
+    known = ", ".join(row.name for row in list_models(session)) or "none registered"
+    raise ModelNotFoundError(
+        f"no model {name_or_path!r}: not a directory with a {MANIFEST_FILE}, nor a registered "
+        f"name (known models: {known}; see `verisolve models list`)"
+    )
