@@ -23,11 +23,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = ""
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    # Prepended to every queue and exchange name, so deployments can share one vhost.
+    queue_prefix: str = ""
     model_dir: Path | None = None
 
     # Limits on input.
     max_question_chars: int = Field(default=8000, gt=0)
     max_line_bytes: int = Field(default=1_000_000, gt=0)
+    max_upload_bytes: int = Field(default=16 * 1024 * 1024, gt=0)  # one request body of the API
 
     # Calculator bounds (see verisolve.calculator).
     calc_max_expr_chars: int = Field(default=200, gt=0)
@@ -37,6 +40,7 @@ class Settings(BaseSettings):
     default_generator: str = "smollm2-135m-instruct"
     default_verifier: str | None = None
     provider: str = Field(default="cpu", pattern="^(cpu|cuda)$")
+    metrics_port: int = Field(default=9464, ge=0, le=65535)  # a worker's /metrics; 0: none
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

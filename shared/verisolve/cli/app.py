@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from verisolve.cli import calc, check, db, evaluate, grade, models
+from verisolve.cli import (
+    api,
+    calc,
+    check,
+    db,
+    evaluate,
+    grade,
+    jobs,
+    keys,
+    models,
+    report,
+    results,
+    solve,
+)
+from verisolve.cli.bench import app as bench_app
+from verisolve.cli.job_options import with_job_options
 
 app = typer.Typer(
     name="verisolve",
@@ -13,14 +28,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+# Solving a file in this process, and reading what came out.
+app.command("solve")(with_job_options(solve.solve))
+app.command("report")(report.report)
+app.command("results")(results.results)
+app.command("rescore")(report.rescore)
 # Files from anywhere: problems, completions, candidates, one calculator call.
 app.command("check")(check.check)
 app.command("grade")(grade.grade)
 app.command("evaluate")(evaluate.evaluate)
 app.command("calc", context_settings=calc.CONTEXT_SETTINGS)(calc.calc)
+# The distributed deployment: jobs, workers, relay, API.
+jobs.register(app)
+app.command("api")(api.api)
+app.add_typer(keys.app, name="keys")
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
-
+app.add_typer(bench_app, name="bench")
 
 def main() -> None:
     """Entry point of the console script."""

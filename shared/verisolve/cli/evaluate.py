@@ -2,57 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from verisolve.candidate_files import CandidateFileError, load_candidates
 from verisolve.cli.line_errors import fail, print_line_errors
-from verisolve.evaluation import DEFAULT_DRAWS, EvaluationReport
+from verisolve.cli.reporting import show_report
+from verisolve.evaluation import DEFAULT_DRAWS
 from verisolve.evaluation import evaluate as run_evaluation
 from verisolve.selection import DEFAULT_TOP_K
-
-console = Console()
-
-
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
-def _summary_table(report: EvaluationReport) -> Table:
-    table = Table(title=f"{report.n_graded} problems, {report.n_candidates} candidates")
-    table.add_column("Metric")
-    table.add_column("Value", justify="right")
-    for strategy, accuracy in report.strategies.items():
-        name = f"top-{report.k} vote" if strategy.value == "topk-vote" else strategy.value
-        table.add_row(f"accuracy: {name}", _percent(accuracy))
-    table.add_row("test@1 (one sample)", _percent(report.test_at_1))
-    table.add_row("coverage (test@N)", _percent(report.coverage))
-    table.add_row("parse failures", _percent(report.parse_failure_rate))
-    if report.calculator is not None:
-        table.add_row("calculator use", _percent(report.calculator.use_rate))
-        table.add_row("calculator failures", _percent(report.calculator.failure_rate))
-    if report.auroc is not None:
-        table.add_row("verifier AUROC", f"{report.auroc:.3f}")
-    if report.ece is not None:
-        table.add_row("verifier ECE", f"{report.ece:.3f}")
-    return table
-
-
-def _curve_table(report: EvaluationReport) -> Table:
-    ks = sorted(report.pass_at_k)
-    table = Table(title=f"Accuracy by k ({report.draws} random subsets)")
-    table.add_column("k")
-    for k in ks:
-        table.add_column(str(k), justify="right")
-    table.add_row("pass@k", *(_percent(report.pass_at_k[k]) for k in ks))
-    for strategy, curve in report.curves.items():
-        table.add_row(strategy.value, *(_percent(curve.get(k)) for k in ks))
-    return table
 
 
 def evaluate(
@@ -84,18 +44,4 @@ def evaluate(
         fail(f"{candidates_file}: holds no candidates.")
         raise typer.Exit(1)
     report = run_evaluation(problems, k=k, seed=seed, draws=draws)
-    if plot is not None:
-        from verisolve.plots import plot_accuracy_curves
-
-        try:
-            plot_accuracy_curves(report, plot)
-        except OSError as exc:
-            fail(f"cannot write {plot}: {exc.strerror or exc}")
-            raise typer.Exit(1) from None
-    if as_json:
-        typer.echo(json.dumps(report.to_json()))
-        return
-    console.print(_summary_table(report))
-    console.print(_curve_table(report))
-    if plot is not None:
-        console.print(f"Plot written to {plot}")
+    show_report(report, as_json=as_json, plot=plot)

@@ -45,10 +45,19 @@ def create_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
-@lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> sa.Engine:
     """The process-wide engine for a URL (the configured one by default)."""
-    return create_engine(url or get_settings().database_url)
+    return _engine_for(url or get_settings().database_url)
+
+
+_engines: dict[str, sa.Engine] = {}
+
+
+@lru_cache(maxsize=8)
+def _engine_for(url: str) -> sa.Engine:
+    engine = create_engine(url)
+    _engines[url] = engine
+    return engine
 
 
 @lru_cache(maxsize=8)
@@ -68,3 +77,12 @@ def session_scope(engine: sa.Engine | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def dispose_engines(*, close: bool = False) -> None:
+    """Forget every cached engine: after fork (close=False leaves the parent's connections be)."""
+    for engine in list(_engines.values()):
+        engine.dispose(close=close)
+    _engines.clear()
+    _engine_for.cache_clear()
+    _session_factory.cache_clear()

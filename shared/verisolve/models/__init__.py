@@ -1,5 +1,6 @@
 """Typed SQLAlchemy models: every table verisolve keeps."""
 
+from verisolve.models.api_key import ApiKey
 from verisolve.models.artifact import ModelArtifact
 from verisolve.models.candidate import Candidate
 from verisolve.models.job import Job, JobStatus
@@ -8,6 +9,7 @@ from verisolve.models.problem import Problem, ProblemStatus
 from verisolve.models.selection import Selection
 
 __all__ = [
+    "ApiKey",
     "Candidate",
     "Job",
     "JobStatus",

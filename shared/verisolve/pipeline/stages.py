@@ -9,7 +9,7 @@ enqueues it through the outbox (Celery), in the same transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, cast
 
 import sqlalchemy as sa
@@ -54,7 +54,7 @@ class SamplingRequest:
     """One problem's generation request, built from its job."""
 
     question: str
-    key: str  # the problem's stable identity in the random streams
+    key: str  # the problem's identity in the random streams: the same in every job
     n: int
     temperature: float
     top_p: float
@@ -111,11 +111,18 @@ def _advance(session: Session, problem: Problem, old: ProblemStatus, **values: o
     session.refresh(problem)
 
 
+def storable(candidate: GeneratedCandidate) -> GeneratedCandidate:
+    """The candidate with NUL characters replaced: PostgreSQL text cannot hold them."""
+    if "\x00" not in candidate.text:
+        return candidate
+    return replace(candidate, text=candidate.text.replace("\x00", "\ufffd"))
+
+
 def sampling_request(job: Job, problem: Problem) -> SamplingRequest:
     """The request that generates a problem's candidates, reproducible from the job."""
     return SamplingRequest(
         question=problem.question,
-        key=f"{problem.job_id}:{problem.external_id}",
+        key=problem.external_id,
         n=job.n_samples,
         temperature=job.temperature,
         top_p=job.top_p,
@@ -133,7 +140,7 @@ def generate_problem(
     if problem is None:
         return None
     job = problem.job
-    outputs = generator.generate(sampling_request(job, problem))
+    outputs = [storable(c) for c in generator.generate(sampling_request(job, problem))]
     session.execute(
         sa.insert(Candidate),
         [

@@ -1,0 +1,1 @@
+"""verisolve's services: the submission API (the Celery workers live in verisolve.executors)."""

@@ -1,0 +1,1 @@
+"""The aggregator worker: selects answers and finalizes jobs on the `aggregate` queue."""

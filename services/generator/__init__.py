@@ -1,0 +1,1 @@
+"""The generator worker: samples candidate solutions on the `generate` queue."""

@@ -1,0 +1,117 @@
+"""The submission service's FastAPI app: `create_app()` builds it; `verisolve api` serves it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from services.submission.deps import EngineDep
+from services.submission.endpoints import router
+from services.submission.ingest import ChunkRejectedError
+from services.submission.limits import BodyLimitMiddleware
+from services.submission.schemas import ErrorBody, ErrorItem, Health, Readiness
+from services.submission.service import JobNotFoundError, JobParametersError
+from verisolve import __version__
+from verisolve.db import get_engine
+from verisolve.db.migrate import current_revision, head_revision
+from verisolve.pipeline.jobs import JobError
+from verisolve.settings import Settings, get_settings
+
+
+def create_app(engine: sa.Engine | None = None, settings: Settings | None = None) -> FastAPI:
+    """The app, on the given engine and settings (the configured ones by default)."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="verisolve submission service",
+        version=__version__,
+        summary="Submit math word problems in bulk; read back answers and candidates.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine or get_engine(settings.database_url)
+    app.state.code_revision = head_revision()
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    _add_error_handlers(app)
+    app.include_router(router)
+    app.get("/healthz", tags=["health"])(healthz)
+    app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready."}},
+    )(readyz)
+    return app
+
+
+def healthz() -> Health:
+    """The process answers (liveness)."""
+    return Health(status="ok")
+
+
+def readyz(request: Request, engine: EngineDep) -> Readiness | JSONResponse:
+    """The database answers and its schema is at the code's newest revision (readiness)."""
+    code = request.app.state.code_revision
+    try:
+        database = current_revision(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        return _unready(None, code, f"database unreachable: {type(exc).__name__}")
+    if database != code:
+        return _unready(
+            database, code, "the schema is not at the newest revision: run `verisolve db upgrade`"
+        )
+    return Readiness(status="ready", database_revision=database, code_revision=code)
+
+
+def _unready(database: str | None, code: str | None, detail: str) -> JSONResponse:
+    body = Readiness(
+        status="unavailable", database_revision=database, code_revision=code, detail=detail
+    )
+    return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+def _error(
+    status_code: int, body: ErrorBody, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answers with an ErrorBody."""
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return _error(exc.status_code, ErrorBody(detail=str(exc.detail)), exc.headers)
+
+    async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        items = [
+            ErrorItem(line=None, field=".".join(str(p) for p in e["loc"]), reason=e["msg"])
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{i.field}: {i.reason}" for i in items[:3])
+        return _error(422, ErrorBody(detail=detail, errors=items, n_errors=len(items)))
+
+    async def bad_chunk(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ChunkRejectedError)
+        items = [ErrorItem(line=e.line_no, field=e.field, reason=e.reason) for e in exc.errors]
+        return _error(422, ErrorBody(detail=str(exc), errors=items, n_errors=exc.n_errors))
+
+    async def not_found(_: Request, exc: Exception) -> JSONResponse:
+        return _error(404, ErrorBody(detail=str(exc)))
+
+    async def bad_parameters(_: Request, exc: Exception) -> JSONResponse:
+        return _error(422, ErrorBody(detail=str(exc)))
+
+    async def conflict(_: Request, exc: Exception) -> JSONResponse:
+        return _error(409, ErrorBody(detail=str(exc)))
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(ChunkRejectedError, bad_chunk)
+    app.add_exception_handler(JobNotFoundError, not_found)
+    app.add_exception_handler(JobParametersError, bad_parameters)
+    app.add_exception_handler(JobError, conflict)

@@ -1,0 +1,1 @@
+"""The verifier worker: scores candidates on the `verify` queue."""

@@ -1,0 +1,1 @@
+"""Benchmarks behind `verisolve bench`: throughput of the engine against reference stacks."""

@@ -1,0 +1,62 @@
+"""`verisolve results JOB -o FILE`: a job's answers or candidates as JSON lines.
+
+From the submission service when `--api URL` or VERISOLVE_API_URL is set, from the configured
+database otherwise; the rows are the same either way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from verisolve.cli.jobs import require_schema
+from verisolve.cli.line_errors import err_console, fail
+from verisolve.cli.remote import ApiOption, connect
+from verisolve.client import Stream
+from verisolve.db import get_engine, session_scope
+from verisolve.models import Job
+from verisolve.pipeline.exports import candidate_rows, ndjson_lines
+from verisolve.pipeline.results import answer_rows
+
+
+def results(
+    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The file to write.")],
+    candidates: Annotated[
+        bool, typer.Option("--candidates", help="Every candidate instead of one answer each.")
+    ] = False,
+    api: ApiOption = None,
+) -> None:
+    """Write one JSON line per problem (its answer), or per candidate with --candidates."""
+    what: Stream = "candidates" if candidates else "answers"
+    try:
+        if api:
+            with connect(api) as client:
+                count = client.download(job_id, what, output)
+        else:
+            count = _from_database(job_id, candidates, output)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
+    err_console.print(f"job {job_id}: {count:,} {what} written to {output}")
+
+
+def _from_database(job_id: int, candidates: bool, output: Path) -> int:
+    engine = get_engine()
+    require_schema(engine)
+    partial = output.with_name(output.name + ".partial")
+    count = 0
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            fail(f"no job {job_id} in the database")
+            raise typer.Exit(1)
+        rows = candidate_rows(session, job_id) if candidates else answer_rows(session, job)
+        with partial.open("wb") as f:
+            for line in ndjson_lines(rows):
+                f.write(line)
+                count += 1
+    partial.replace(output)
+    return count

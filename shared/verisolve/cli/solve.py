@@ -1,0 +1,129 @@
+"""`verisolve solve`: the main job, every stage in this process on the embedded database."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from verisolve.cli.job_options import JobOptions, job_spec
+from verisolve.cli.line_errors import fail, print_line_errors
+from verisolve.cli.reporting import console, show_report
+from verisolve.db import get_engine, session_scope
+from verisolve.db.migrate import ensure_schema
+from verisolve.evaluation import evaluate
+from verisolve.executors.inline import InlineExecutor, ProblemDone
+from verisolve.models import Job, JobStatus
+from verisolve.pipeline.jobs import JobError, JobSpec, create_job, find_job
+from verisolve.pipeline.results import answer_rows
+from verisolve.pipeline.stages import job_candidates
+from verisolve.problems import ProblemFileError, ProblemIn, load_problems
+
+
+def _read(path: Path) -> list[ProblemIn]:
+    try:
+        problems = load_problems(path)
+    except ProblemFileError as exc:
+        print_line_errors(path, exc, consequence="nothing was solved")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
+    if not problems:
+        fail(f"{path}: holds no problems")
+        raise typer.Exit(1)
+    return problems
+
+
+def _job_for(spec: JobSpec, problems: list[ProblemIn]) -> int:
+    """The job these problems and parameters already have (to resume), or a new one."""
+    with session_scope() as session:
+        job = find_job(session, spec.fingerprint(problems))
+        if job is not None:
+            console.print(f"Resuming job {job.id} ({job.n_done}/{job.n_problems} problems done)")
+            return job.id
+        try:
+            job = create_job(session, spec, problems)
+        except JobError as exc:
+            fail(str(exc))
+            raise typer.Exit(1) from None
+        console.print(f"Job {job.id}: {job.n_problems} problems, {spec.n_samples} samples each")
+        return job.id
+
+
+def _run(executor: InlineExecutor, job_id: int, total: int, done: int) -> None:
+    start = time.perf_counter()
+    counts = {"candidates": 0, "tokens": 0}
+    columns = (
+        TextColumn("[bold]solving"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("solve", total=total, completed=done, rate="")
+
+        def advance(update: ProblemDone) -> None:
+            counts["candidates"] += update.candidates
+            counts["tokens"] += update.tokens
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            rate = (
+                f"{counts['candidates'] / elapsed:.1f} candidates/s  "
+                f"{counts['tokens'] / elapsed:.0f} tokens/s"
+            )
+            progress.update(task, advance=1, rate=rate)
+
+        executor.run(job_id, on_problem=advance)
+
+
+def _write_answers(job_id: int, output: Path | None) -> None:
+    with session_scope() as session:
+        job = session.get_one(Job, job_id)
+        rows = list(answer_rows(session, job))
+        report = evaluate(job_candidates(session, job.id), k=job.vote_k, seed=job.seed)
+    if output is not None:
+        tmp = output.with_name(output.name + ".partial")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        tmp.replace(output)
+        console.print(f"Answers written to {output}")
+    else:
+        for row in rows:
+            console.print_json(json.dumps(row))
+    show_report(report)
+
+
+def solve(
+    problems_file: Annotated[Path, typer.Argument(help="JSONL: question, answer (optional), id.")],
+    options: JobOptions,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write one JSON line per problem here.")
+    ] = None,
+) -> None:
+    """Solve a problem file in this process (SQLite and the default model unless configured).
+
+    Interrupted and run again with the same file and options, it resumes where it stopped.
+    """
+    problems = _read(problems_file)
+    spec = job_spec(options)
+    engine = get_engine()
+    ensure_schema(engine)
+    from verisolve.executors.loading import ensure_models, load_generator, load_scorer
+
+    ensure_models(spec.generator, spec.verifier, console=console)
+    job_id = _job_for(spec, problems)
+    with session_scope() as session:
+        job = session.get_one(Job, job_id)
+        done, total, finished = job.n_done, job.n_problems, job.status == JobStatus.DONE
+    if not finished:
+        executor = InlineExecutor(engine, load_generator, load_scorer)
+        try:
+            _run(executor, job_id, total, done)
+        except KeyboardInterrupt:
+            fail(f"interrupted: job {job_id} keeps what is done; run the same command to resume")
+            raise typer.Exit(130) from None
+    _write_answers(job_id, output)

@@ -1,0 +1,222 @@
+"""What every Celery task shares: the stage transaction, lazy models, worker start-up.
+
+A task opens a `stage_transaction`, calls one stage function and names the step that follows; the
+step's outbox row commits with the stage's writes, and the task then publishes it itself (the fast
+path; the relay loop sends whatever this misses). A redelivered message finds the problem moved on
+and does nothing; a duplicate that ran alongside loses at the guarded UPDATE or the unique key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+from billiard.process import current_process  # type: ignore[import-untyped]
+from celery.signals import worker_process_init
+from sqlalchemy.orm import Session
+
+from verisolve.db import get_engine, session_scope
+from verisolve.db.engine import dispose_engines
+from verisolve.executors import instrumentation
+from verisolve.executors.celery_app import TASK_MODULES, CeleryPublisher, app
+from verisolve.executors.outbox import enqueue, relay_once
+from verisolve.executors.routes import QueueName, physical_queue
+from verisolve.models import Problem
+from verisolve.pipeline.stages import (
+    CandidateGenerator,
+    CandidateScore,
+    CandidateScorer,
+    GeneratedCandidate,
+    NextStep,
+    SamplingRequest,
+    StageConflictError,
+)
+from verisolve.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+PG_UNIQUE_VIOLATION = "23505"
+
+
+_publisher: CeleryPublisher | None = None
+
+
+@lru_cache(maxsize=4)
+def _generator(name: str) -> CandidateGenerator:
+    """A generator loaded in this process on first use (after fork), with the metrics wrapper."""
+    from verisolve.executors import loading
+
+    return instrumentation.instrument_generator(loading.load_generator(name))
+
+
+@lru_cache(maxsize=4)
+def _scorer(name: str) -> CandidateScorer:
+    """A verifier loaded in this process on first use (after fork), with the metrics wrapper."""
+    from verisolve.executors import loading
+
+    return instrumentation.instrument_scorer(loading.load_scorer(name))
+
+
+class _JobGenerator:
+    """The generator of a problem's job, loaded only if the stage really generates."""
+
+    def __init__(self, session: Session, problem_id: int) -> None:
+        self._session, self._problem_id = session, problem_id
+
+    def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]:
+        name = self._session.get_one(Problem, self._problem_id).job.generator
+        return _generator(name).generate(request)
+
+
+class _JobScorer:
+    """The verifier of a problem's job, loaded only if the stage really scores."""
+
+    def __init__(self, session: Session, problem_id: int) -> None:
+        self._session, self._problem_id = session, problem_id
+
+    def score(self, question: str, completions: Sequence[str]) -> Sequence[CandidateScore]:
+        name = self._session.get_one(Problem, self._problem_id).job.verifier or ""
+        return _scorer(name).score(question, completions)
+
+
+class StageRun:
+    """One task's unit of work: the session, the models, and the step that follows."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.next: NextStep | None = None
+
+    def generator(self, problem_id: int) -> CandidateGenerator:
+        """The problem's job's generator, timed."""
+        return _JobGenerator(self.session, problem_id)
+
+    def scorer(self, problem_id: int) -> CandidateScorer:
+        """The problem's job's verifier, timed."""
+        return _JobScorer(self.session, problem_id)
+
+
+def is_duplicate(exc: sa.exc.IntegrityError) -> bool:
+    """Whether a natural key refused the write: another delivery wrote the same rows."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate == PG_UNIQUE_VIOLATION or "UNIQUE constraint failed" in str(exc.orig)
+
+
+@contextmanager
+def stage_transaction(
+    problem_id: int | None = None, engine: sa.Engine | None = None
+) -> Iterator[StageRun]:
+    """Run a stage and write its next step in one transaction, then publish that step.
+
+    When the stage raises, the error is noted on the problem (for `verisolve status` and the
+    reconciler's verdict) and re-raised: Celery then dead-letters the message.
+    """
+    engine = engine or get_engine()
+    key: str | None = None
+    try:
+        with session_scope(engine) as session:
+            run = StageRun(session)
+            yield run
+            if run.next is not None:
+                key = enqueue(session, run.next)
+    except StageConflictError as exc:
+        logger.info("no-op: %s", exc)
+        return
+    except sa.exc.IntegrityError as exc:
+        if not is_duplicate(exc):
+            raise
+        logger.info("no-op: another delivery wrote these rows first (%s)", exc.orig)
+        return
+    except Exception as exc:
+        if problem_id is not None:
+            _note_error(engine, problem_id, exc)
+        raise
+    if key is not None:
+        _publish_now(engine, key)
+
+
+def _note_error(engine: sa.Engine, problem_id: int, exc: Exception) -> None:
+    """Keep the last error of a problem's stage, best effort."""
+    try:
+        with session_scope(engine) as session:
+            session.execute(
+                sa.update(Problem)
+                .where(Problem.id == problem_id)
+                .values(error=f"{type(exc).__name__}: {exc}"[:2000])
+            )
+    except sa.exc.SQLAlchemyError as note_exc:
+        logger.warning("could not note the error of problem %d: %s", problem_id, note_exc)
+
+
+def _publish_now(engine: sa.Engine, key: str) -> None:
+    """The fast path: send the committed step at once; the relay loop covers any failure."""
+    global _publisher
+    if _publisher is None:
+        _publisher = CeleryPublisher(app)
+    try:
+        relay_once(engine, _publisher, keys=[key])
+    except sa.exc.SQLAlchemyError as exc:
+        logger.warning("outbox %s left to the relay: %s", key, exc)
+
+
+def _child_started(**_: Any) -> None:
+    """In each forked child: fresh database connections, and one GPU per process."""
+    dispose_engines()
+    devices = visible_gpus()
+    if get_settings().provider == "cuda" and devices:
+        index = getattr(current_process(), "index", 0) or 0
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices[index % len(devices)]
+
+
+worker_process_init.connect(_child_started)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this worker may use: CUDA_VISIBLE_DEVICES, else what nvidia-smi lists."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip()]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
+
+
+def default_concurrency(queue: QueueName) -> int:
+    """One process per GPU for the model queues (one on a CPU); two for aggregation."""
+    if queue == QueueName.AGGREGATE:
+        return 2
+    if get_settings().provider == "cuda":
+        return max(1, len(visible_gpus()))
+    return 1
+
+
+def start_worker(queue: QueueName, concurrency: int | None = None, loglevel: str = "INFO") -> None:
+    """Run a prefork Celery worker on one queue until it is stopped."""
+    for module in TASK_MODULES:
+        __import__(module)
+    instrumentation.install(app)
+    processes = concurrency or default_concurrency(queue)
+    name = physical_queue(queue, get_settings().queue_prefix)
+    app.worker_main(
+        [
+            "worker",
+            f"--queues={name}",
+            f"--concurrency={processes}",
+            "--pool=prefork",
+            f"--hostname={queue.value}-{os.getpid()}@%h",
+            f"--loglevel={loglevel}",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )

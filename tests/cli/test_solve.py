@@ -1,0 +1,118 @@
+"""`verisolve solve` end to end on a tiny real model: answers, report, resume after Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from verisolve.cli.app import app
+from verisolve.db import get_engine, session_scope
+from verisolve.executors import loading
+from verisolve.models import Candidate, Job
+from verisolve.modelstore import registry
+from verisolve.modelstore.manifest import Manifest
+
+SAMPLES = (
+    Path(__file__).resolve().parents[2] / "shared" / "verisolve" / "data" / "sample_problems.jsonl"
+)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama exported as a generator, with a stop string."""
+    pytest.importorskip("optimum.exporters.onnx")
+    from verisolve.modelstore.export import export_generator
+    from verisolve.modelstore.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("solve-model")
+    hf = build_tiny_model(root / "hf")
+    export_generator(hf, root / "tiny", name="tiny", stop=["\n\n"])
+    return root / "tiny"
+
+
+@pytest.fixture
+def registered(tiny_model: Path) -> str:
+    from verisolve.db.migrate import ensure_schema
+
+    ensure_schema(get_engine())
+    with session_scope() as session:
+        registry.register(session, Manifest.load(tiny_model), tiny_model)
+    loading.load_generator.cache_clear()
+    return "tiny"
+
+
+def solve(tmp_path: Path, *extra: str) -> tuple[int, str]:
+    out = tmp_path / "answers.jsonl"
+    args = ["solve", str(SAMPLES), "--generator", "tiny", "-n", "3", "--max-new-tokens", "12"]
+    result = runner.invoke(app, [*args, "-o", str(out), *extra])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def test_solve_writes_one_answer_per_problem(tmp_path: Path, registered: str) -> None:
+    code, output = solve(tmp_path)
+    assert code == 0, output
+    rows = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows][:2] == ["bakery", "stickers"]
+    assert len(rows) == 10
+    assert all(r["strategy"] == "majority" and "correct" in r for r in rows)
+    assert "coverage (test@N)" in output
+    with session_scope() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Candidate)) == 30
+
+
+def test_solve_resumes_after_an_interrupt(
+    tmp_path: Path, registered: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = loading.load_generator("tiny")
+    calls = {"n": 0}
+
+    class InterruptedAfterFour:
+        def generate(self, request):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if calls["n"] > 4:
+                raise KeyboardInterrupt
+            return real.generate(request)
+
+    monkeypatch.setattr(loading, "load_generator", lambda name: InterruptedAfterFour())
+    code, output = solve(tmp_path)
+    assert code == 130
+    assert "resume" in output
+    assert not (tmp_path / "answers.jsonl").exists()
+    with session_scope() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Candidate)) == 12
+    monkeypatch.undo()
+    code, output = solve(tmp_path)
+    assert code == 0, output
+    assert "Resuming job" in output
+    with session_scope() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Job)) == 1
+        assert session.scalar(sa.select(sa.func.count()).select_from(Candidate)) == 30
+        assert session.scalar(sa.select(Job.status)) == "done"
+    assert len((tmp_path / "answers.jsonl").read_text().splitlines()) == 10
+
+
+def test_solve_rejects_a_bad_file_and_writes_nothing(tmp_path: Path, registered: str) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "ok?"}\n{"question": ""}\nnot json\n')
+    result = runner.invoke(app, ["solve", str(bad), "--generator", "tiny"])
+    assert result.exit_code == 1
+    assert "line 2" in result.output
+    assert "line 3" in result.output
+    with session_scope() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Job)) == 0
+
+
+def test_solve_same_job_twice_does_not_generate_again(tmp_path: Path, registered: str) -> None:
+    assert solve(tmp_path)[0] == 0
+    code, output = solve(tmp_path)
+    assert code == 0
+    assert "Resuming job" in output
+    with session_scope() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Candidate)) == 30
