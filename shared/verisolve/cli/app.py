@@ -19,6 +19,7 @@ from verisolve.cli import (
     solve,
 )
 from verisolve.cli.bench import app as bench_app
+from verisolve.cli.exporter import exporter
 from verisolve.cli.job_options import with_job_options
 
 app = typer.Typer(
@@ -38,9 +39,10 @@ app.command("check")(check.check)
 app.command("grade")(grade.grade)
 app.command("evaluate")(evaluate.evaluate)
 app.command("calc", context_settings=calc.CONTEXT_SETTINGS)(calc.calc)
-# The distributed deployment: jobs, workers, relay, API.
+# The distributed deployment: jobs, workers, relay, API, metrics.
 jobs.register(app)
 app.command("api")(api.api)
+app.command("exporter")(exporter)
 app.add_typer(keys.app, name="keys")
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
