@@ -16,7 +16,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +79,8 @@ def install_default(models_dir: Path | None = None, *, force: bool = False) -> P
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # The fp32 source (about 0.5 GB) is built beside the target, on the same disk.
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.src.", dir=target.parent) as work:
+    scratch = tempfile.TemporaryDirectory(prefix=f".{target.name}.src.", dir=target.parent)
+    with quiet_tools(), scratch as work:
         work_dir = Path(work)
         if (gguf := locate_gguf()) is not None:
             version = _installed_version()
@@ -101,6 +105,28 @@ def install_default(models_dir: Path | None = None, *, force: bool = False) -> P
                 raise
     logger.info("default generator installed at %s", target)
     return target
+
+
+@contextmanager
+def quiet_tools() -> Iterator[None]:
+    """Silence the exporters' tracer warnings, progress bars and advice while we build."""
+    import transformers
+
+    tools: Any = transformers.logging
+
+    root = logging.getLogger()
+    level, verbosity = root.level, tools.get_verbosity()
+    tools.set_verbosity_error()
+    tools.disable_progress_bar()
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+        tools.set_verbosity(verbosity)
+        tools.enable_progress_bar()
 
 
 def _installed_version() -> str:
