@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
+from dbtools import fresh_postgres_database
 from verisolve.db import create_engine
 from verisolve.db.migrate import upgrade
 
@@ -20,19 +19,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "pipeline"))
 @pytest.fixture(scope="module")
 def private_postgres_url(postgres_url: str) -> Iterator[str]:
     """A migrated PostgreSQL database for this module alone, dropped afterwards."""
-    base = make_url(postgres_url)
-    name = f"{base.database}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
+    with fresh_postgres_database(postgres_url) as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(
