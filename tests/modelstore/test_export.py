@@ -43,13 +43,15 @@ def test_manifest_describes_the_directory(exported: Path, hf_dir: Path) -> None:
         "tiny-qwen2",
         "qwen2",
     )
-    assert manifest.graphs == {"decoder": "model.onnx"}
+    assert manifest.graphs == {"decoder": "model.onnx", "decoder_prefix": "decoder_prefix.onnx"}
     assert manifest.stop == ["\n\nQuestion:"]
     assert manifest.prompt.exemplars[0]["question"] == "1+1?"
     assert manifest.eos_token_ids == [0]
     assert manifest.source == str(hf_dir.resolve())
     assert not manifest.int8
-    assert manifest.files == {"model.onnx": sha256_file(exported / "model.onnx")}
+    assert manifest.files == {
+        name: sha256_file(exported / name) for name in ("model.onnx", "decoder_prefix.onnx")
+    }
     assert (exported / "tokenizer.json").read_bytes() == (hf_dir / "tokenizer.json").read_bytes()
     assert (exported / "config.json").is_file()
     assert exported.stat().st_mode & 0o777 == 0o755
@@ -64,8 +66,8 @@ def test_int8_export_is_quantised_and_still_generates(hf_dir: Path, exported: Pa
     out = hf_dir.parent / "int8"
     manifest = export_generator(hf_dir, out, name="tiny-int8", int8=True)
     assert manifest.int8
-    assert set(manifest.files) == {"model.onnx"}
-    assert sorted(p.name for p in out.glob("*.onnx")) == ["model.onnx"]
+    assert set(manifest.files) == {"model.onnx", "decoder_prefix.onnx"}
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["decoder_prefix.onnx", "model.onnx"]
     nodes = onnx.load(str(out / "model.onnx")).graph.node
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in nodes}
     # The MLP down-projections stay fp32 (their inputs' outliers wreck per-tensor int8).
@@ -86,7 +88,7 @@ def test_keep_hf_keeps_config_and_weights(hf_dir: Path) -> None:
     export_generator(hf_dir, out, name="x", keep_hf=True)
     assert (out / "hf" / "config.json").is_file()
     assert (out / "hf" / "model.safetensors").is_file()
-    assert set(Manifest.load(out).files) == {"model.onnx"}
+    assert set(Manifest.load(out).files) == {"model.onnx", "decoder_prefix.onnx"}
 
 
 def test_export_refuses_an_existing_directory_unless_overwrite(hf_dir: Path) -> None:

@@ -85,6 +85,7 @@ class Generator:
     ) -> Generator:
         """A generator for a verisolve model directory, on the given provider."""
         from verisolve.inference.onnx_decoder import OnnxDecoder
+        from verisolve.inference.prefix_decoder import PrefixDecoder
 
         manifest = Manifest.load(model_dir)
         if manifest.kind != "generator":
@@ -92,7 +93,20 @@ class Generator:
         decoder_file = manifest.graphs.get("decoder")
         if decoder_file is None:
             raise ValueError(f"{model_dir}: the manifest names no 'decoder' graph")
-        backend = OnnxDecoder.load(model_dir / decoder_file, provider, threads=threads, bind=bind)
+        prefix_file = manifest.graphs.get("decoder_prefix")
+        backend: DecoderBackend
+        if prefix_file is not None:
+            backend = PrefixDecoder.load(
+                model_dir / decoder_file,
+                model_dir / prefix_file,
+                provider,
+                threads=threads,
+                bind=bind,
+            )
+        else:
+            backend = OnnxDecoder.load(
+                model_dir / decoder_file, provider, threads=threads, bind=bind
+            )
         tokenizer = TextTokenizer.from_file(model_dir / manifest.tokenizer)
         return cls(
             backend,

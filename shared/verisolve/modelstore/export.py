@@ -177,9 +177,15 @@ def export_generator(
     source: str = "",
     keep_hf: bool = False,
     overwrite: bool = False,
+    prefix_shared: bool = True,
 ) -> Manifest:
-    """Export a causal LM as a verisolve generator directory (decoder with past)."""
+    """Export a causal LM as a verisolve generator directory (decoder with past).
+
+    With `prefix_shared`, supported architectures also get the prefix-shared decode graph.
+    """
     from optimum.exporters.onnx import main_export
+
+    from verisolve.modelstore.prefix_export import add_prefix_decoder
 
     config = read_config(hf_dir)
     if not (hf_dir / TOKENIZER_FILE).is_file():
@@ -199,6 +205,10 @@ def export_generator(
             quantized = tmp / "model.int8.onnx"
             quantize_int8(decoder, quantized)
             _replace_onnx(decoder, quantized)
+        graphs = {"decoder": DECODER_FILE}
+        prefix = add_prefix_decoder(hf_dir, tmp, int8=int8) if prefix_shared else None
+        if prefix is not None:
+            graphs["decoder_prefix"] = prefix
         copy_tokenizer(hf_dir, tmp)
         if keep_hf:
             copy_hf_source(hf_dir, tmp)
@@ -208,7 +218,7 @@ def export_generator(
             architecture=str(config.get("model_type", "")),
             source=source or str(hf_dir.resolve()),
             files=hash_onnx_files(tmp),
-            graphs={"decoder": DECODER_FILE},
+            graphs=graphs,
             tokenizer=TOKENIZER_FILE,
             int8=int8,
             prompt=prompt or PromptSpec(),

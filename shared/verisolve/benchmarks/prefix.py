@@ -1,0 +1,138 @@
+"""The time of one decode step against the past length: optimum's graph and the prefix graph.
+
+A step's cost depends on the shapes of its inputs, not their values, so each graph gets a cache
+of the right shape filled with random values: optimum's graph N rows of P + S past tokens, the
+prefix graph one row of P prompt tokens and N rows of S generated ones.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from verisolve.benchmarks.generate import DEFAULT_QUESTION, bench_prompt
+from verisolve.inference.onnx_decoder import CacheLayout
+from verisolve.inference.prefix_decoder import PrefixDecoder
+from verisolve.inference.tokenizer import TextTokenizer
+from verisolve.modelstore.manifest import Manifest
+
+STANDARD = "standard"
+PREFIX = "prefix"
+GRAPHS = (STANDARD, PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class StepTiming:
+    """The median time of one decode step of one graph at one cache shape."""
+
+    graph: str
+    rows: int
+    prompt_tokens: int
+    generated_tokens: int
+    seconds: float
+
+
+def _median_run(
+    session: ort.InferenceSession, feeds: dict[str, NDArray[Any]], repeats: int
+) -> float:
+    """The median wall time of `repeats` runs, after one warm-up run."""
+    session.run(None, feeds)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _cache(layout: CacheLayout, rows: int, length: int, rng: np.random.Generator) -> NDArray[Any]:
+    dtype = layout.empty_past().dtype
+    shape = (rows, layout.kv_heads, length, layout.head_dim)
+    return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+
+
+def _standard_feeds(
+    decoder: PrefixDecoder, rows: int, past: int, rng: np.random.Generator
+) -> dict[str, NDArray[Any]]:
+    layout = decoder.layout
+    feeds: dict[str, NDArray[Any]] = {
+        "input_ids": rng.integers(0, 100, (rows, 1)),
+        "attention_mask": np.ones((rows, past + 1), dtype=np.int64),
+    }
+    if layout.has_position_ids:
+        feeds["position_ids"] = np.full((rows, 1), past, dtype=np.int64)
+    feeds.update((name, _cache(layout, rows, past, rng)) for name in layout.past_names)
+    return feeds
+
+
+def _prefix_feeds(
+    decoder: PrefixDecoder, rows: int, prompt: int, generated: int, rng: np.random.Generator
+) -> dict[str, NDArray[Any]]:
+    layout = decoder.layout
+    feeds: dict[str, NDArray[Any]] = {
+        "input_ids": rng.integers(0, 100, (rows, 1)),
+        "position_ids": np.full((rows, 1), prompt + generated, dtype=np.int64),
+    }
+    feeds.update((name, _cache(layout, 1, prompt, rng)) for name in decoder.prefix_names)
+    feeds.update((name, _cache(layout, rows, generated, rng)) for name in decoder.suffix_names)
+    return feeds
+
+
+def time_decode_steps(
+    model_dir: Path,
+    *,
+    rows: int = 64,
+    prompt_lengths: Sequence[int] = (8, 600),
+    generated_lengths: Sequence[int] = (1, 120),
+    repeats: int = 5,
+    threads: int | None = None,
+    seed: int = 0,
+) -> list[StepTiming]:
+    """One decode step of both graphs of a model directory, at every (prompt, generated) pair."""
+    manifest = Manifest.load(model_dir)
+    prefix_file = manifest.graphs.get("decoder_prefix")
+    if prefix_file is None:
+        raise ValueError(f"{model_dir}: the manifest names no 'decoder_prefix' graph")
+    decoder = PrefixDecoder.load(
+        model_dir / manifest.graphs["decoder"],
+        model_dir / prefix_file,
+        threads=threads or len(os.sched_getaffinity(0)),
+    )
+    rng = np.random.default_rng(seed)
+    timings = []
+    for prompt in prompt_lengths:
+        for generated in generated_lengths:
+            standard = _standard_feeds(decoder, rows, prompt + generated, rng)
+            seconds = _median_run(decoder.prefill_session, standard, repeats)
+            timings.append(StepTiming(STANDARD, rows, prompt, generated, seconds))
+            del standard
+            shared = _prefix_feeds(decoder, rows, prompt, generated, rng)
+            seconds = _median_run(decoder.step_session, shared, repeats)
+            timings.append(StepTiming(PREFIX, rows, prompt, generated, seconds))
+    return timings
+
+
+def prompt_lengths_for_shots(
+    model_dir: Path, shots: Sequence[int], question: str = DEFAULT_QUESTION
+) -> dict[int, int]:
+    """Shots -> tokens of the model's prompt for `question` with that many exemplars."""
+    manifest = Manifest.load(model_dir)
+    tokenizer = TextTokenizer.from_file(model_dir / manifest.tokenizer)
+    return {k: len(tokenizer.encode(bench_prompt(manifest, question, k))) for k in shots}
+
+
+def step_seconds(timings: Sequence[StepTiming]) -> dict[tuple[int, int], dict[str, float]]:
+    """(prompt tokens, generated tokens) -> graph -> seconds, for side-by-side tables."""
+    table: dict[tuple[int, int], dict[str, float]] = {}
+    for t in timings:
+        table.setdefault((t.prompt_tokens, t.generated_tokens), {})[t.graph] = t.seconds
+    return table

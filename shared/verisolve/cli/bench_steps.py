@@ -1,0 +1,78 @@
+"""`verisolve bench steps`: one decode step of optimum's graph and the prefix-shared graph."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from verisolve.benchmarks.prefix import (
+    PREFIX,
+    STANDARD,
+    StepTiming,
+    prompt_lengths_for_shots,
+    step_seconds,
+    time_decode_steps,
+)
+from verisolve.cli.line_errors import fail
+
+console = Console()
+
+
+def steps(
+    model: Annotated[Path, typer.Option(help="Model directory with both decoder graphs.")],
+    shots: Annotated[
+        list[int] | None,
+        typer.Option(min=0, help="Few-shot exemplars in the prompt (repeatable; default 0 and 4)."),
+    ] = None,
+    generated: Annotated[
+        list[int] | None,
+        typer.Option(min=0, help="Tokens generated so far (repeatable; default 1 and 120)."),
+    ] = None,
+    rows: Annotated[int, typer.Option(min=1, help="Rows decoded together (N).")] = 64,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per point (median).")] = 5,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Seconds per decode step against the past length, for both graphs side by side."""
+    shot_list = shots or [0, 4]
+    try:
+        lengths = prompt_lengths_for_shots(model, shot_list)
+        timings = time_decode_steps(
+            model,
+            rows=rows,
+            prompt_lengths=sorted(set(lengths.values())),
+            generated_lengths=generated or [1, 120],
+            repeats=repeats,
+            threads=threads,
+        )
+    except (ValueError, OSError) as exc:
+        fail(f"bench steps: {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps({"shots": lengths, "timings": [asdict(t) for t in timings]}))
+    else:
+        console.print(_table(lengths, timings, rows))
+
+
+def _table(lengths: dict[int, int], timings: list[StepTiming], rows: int) -> Table:
+    """One line per (prompt, generated) point: both graphs and the prefix graph's speedup."""
+    shots_of = {tokens: k for k, tokens in sorted(lengths.items(), reverse=True)}
+    table = Table(title=f"One decode step at N={rows}")
+    for column in ("shots", "prompt", "generated", "standard ms", "prefix ms", "speedup"):
+        table.add_column(column, justify="right")
+    for (prompt, own), seconds in step_seconds(timings).items():
+        table.add_row(
+            str(shots_of[prompt]),
+            str(prompt),
+            str(own),
+            f"{seconds[STANDARD] * 1000:.1f}",
+            f"{seconds[PREFIX] * 1000:.1f}",
+            f"{seconds[STANDARD] / seconds[PREFIX]:.1f}x",
+        )
+    return table

@@ -1,0 +1,84 @@
+"""`verisolve bench steps` on a tiny model with both decoder graphs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from verisolve.cli.app import app
+from verisolve.modelstore.manifest import Manifest, PromptSpec
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("optimum.exporters.onnx")
+    from verisolve.modelstore.export import export_generator
+    from verisolve.modelstore.prefix_export import add_prefix_decoder
+    from verisolve.modelstore.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("bench-steps")
+    hf = build_tiny_model(root / "hf")
+    prompt = PromptSpec(exemplars=[{"question": "2+2?", "solution": "<<2+2=4>>4\n#### 4"}] * 2)
+    out = root / "model"
+    export_generator(hf, out, name="tiny", prompt=prompt)
+    manifest = Manifest.load(out)
+    graph = add_prefix_decoder(hf, out)
+    assert graph is not None
+    manifest.graphs["decoder_prefix"] = graph
+    manifest.save(out)
+    return out
+
+
+def test_steps_json_times_both_graphs_at_every_point(tiny_model: Path) -> None:
+    args = ["bench", "steps", "--model", str(tiny_model), "--rows", "4", "--repeats", "1"]
+    args += ["--shots", "0", "--shots", "2", "--generated", "1", "--generated", "5", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    shots = {int(k): v for k, v in out["shots"].items()}
+    assert shots[2] > shots[0] > 0
+    points = {(t["graph"], t["prompt_tokens"], t["generated_tokens"]) for t in out["timings"]}
+    assert points == {
+        (graph, prompt, own)
+        for graph in ("standard", "prefix")
+        for prompt in shots.values()
+        for own in (1, 5)
+    }
+    assert all(t["seconds"] > 0 and t["rows"] == 4 for t in out["timings"])
+
+
+def test_steps_table_shows_the_speedup(tiny_model: Path) -> None:
+    args = ["bench", "steps", "--model", str(tiny_model), "--rows", "2", "--repeats", "1"]
+    result = runner.invoke(app, [*args, "--shots", "0", "--shots", "2"])
+    assert result.exit_code == 0, result.output
+    assert "One decode step at N=2" in result.output
+    assert "speedup" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shots", "3"], "--shots 3: the model's prompt has 2"),
+        (["--shots", "0"], "no 'decoder_prefix'"),
+    ],
+)
+def test_steps_errors_name_the_problem(
+    tiny_model: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    model = tiny_model
+    if "decoder_prefix" in message:
+        # A model exported without the prefix graph.
+        model = tmp_path / "plain"
+        model.mkdir()
+        manifest = Manifest.load(tiny_model)
+        manifest.graphs.pop("decoder_prefix")
+        manifest.save(model)
+        (model / manifest.tokenizer).write_bytes((tiny_model / manifest.tokenizer).read_bytes())
+    result = runner.invoke(app, ["bench", "steps", "--model", str(model), *args])
+    assert result.exit_code == 1
+    assert message in result.output
