@@ -49,11 +49,14 @@ def test_bench_generate_json_has_the_ratios(tiny_model: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout.strip().splitlines()[-1])
-    for runner_name in ("engine", "transformers", "optimum"):
+    for runner_name in ("engine", "engine-standard-graph", "transformers", "optimum"):
         assert data[f"{runner_name}_tokens_per_s"] > 0
         assert 4 <= data[f"{runner_name}_tokens"] <= 32
     assert data["speedup_vs_transformers"] == pytest.approx(
         data["engine_tokens_per_s"] / data["transformers_tokens_per_s"]
+    )
+    assert data["speedup_vs_engine-standard-graph"] == pytest.approx(
+        data["engine_tokens_per_s"] / data["engine-standard-graph_tokens_per_s"]
     )
     assert data["speedup_vs_optimum"] == pytest.approx(
         data["engine_tokens_per_s"] / data["optimum_tokens_per_s"]

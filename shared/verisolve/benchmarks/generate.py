@@ -21,9 +21,11 @@ from verisolve.inference.tokenizer import TextTokenizer
 from verisolve.modelstore.manifest import Manifest
 
 ENGINE = "engine"
+# The engine on optimum's standard decode graph, when the model also has the prefix-shared one.
+ENGINE_STANDARD = "engine-standard-graph"
 TRANSFORMERS = "transformers"
 OPTIMUM = "optimum"
-RUNNERS = (ENGINE, TRANSFORMERS, OPTIMUM)
+RUNNERS = (ENGINE, ENGINE_STANDARD, TRANSFORMERS, OPTIMUM)
 
 # Written for verisolve in GSM8K's style; used when no question file is given.
 DEFAULT_QUESTION = (
@@ -140,14 +142,15 @@ def _text_end(ids: list[int], tokenizer: TextTokenizer, rules: StopRules) -> int
     return low
 
 
-def run_engine(setup: BenchSetup, prompt: str) -> RunResult:
-    """Our engine: one prefill, calculator, early exit."""
-    generator = Generator.load(setup.model_dir, threads=setup.threads)
+def run_engine(setup: BenchSetup, prompt: str, *, prefix_shared: bool = True) -> RunResult:
+    """Our engine: one prefill, calculator, early exit (on either decode graph)."""
+    generator = Generator.load(setup.model_dir, threads=setup.threads, prefix_shared=prefix_shared)
     started = time.perf_counter()
     candidates = generator.generate(prompt, setup.params(), key="bench")
     seconds = time.perf_counter() - started
     tokens = sum(c.num_tokens for c in candidates)
-    return RunResult(ENGINE, seconds, len(candidates), tokens)
+    name = ENGINE if prefix_shared else ENGINE_STANDARD
+    return RunResult(name, seconds, len(candidates), tokens)
 
 
 def compare(
@@ -165,13 +168,20 @@ def compare(
     count = TokenCounter(tokenizer, manifest.eos_token_ids, rules)
     run: dict[str, Callable[[], RunResult]] = {
         ENGINE: lambda: run_engine(setup, prompt),
+        ENGINE_STANDARD: lambda: run_engine(setup, prompt, prefix_shared=False),
         TRANSFORMERS: lambda: baselines.run_transformers(setup, prompt, manifest, count),
         OPTIMUM: lambda: baselines.run_optimum(setup, prompt, manifest, count),
     }
+    if "decoder_prefix" not in manifest.graphs:  # the engine already runs the standard graph
+        runners = [r for r in runners if r != ENGINE_STANDARD]
     results: dict[str, RunResult] = {}
     for name in runners:
         progress(f"running {name} (N={setup.samples}, {setup.max_new_tokens} new tokens)")
-        results[name] = run[name]()
+        result = results[name] = run[name]()
+        progress(
+            f"{name}: {result.seconds:.1f} s, {result.tokens} tokens, "
+            f"{result.tokens_per_s:.1f} tokens/s, {result.candidates_per_s:.3f} candidates/s"
+        )
     return summary(setup, manifest, len(tokenizer.encode(prompt)), results)
 
 
@@ -197,7 +207,7 @@ def summary(
         out[f"{name}_tokens_per_s"] = result.tokens_per_s if result else None
         out[f"{name}_candidates_per_s"] = result.candidates_per_s if result else None
     engine = results.get(ENGINE)
-    for name in (TRANSFORMERS, OPTIMUM):
+    for name in (ENGINE_STANDARD, TRANSFORMERS, OPTIMUM):
         other = results.get(name)
         ratio = engine.tokens_per_s / other.tokens_per_s if engine and other else None
         time_ratio = engine.candidates_per_s / other.candidates_per_s if engine and other else None

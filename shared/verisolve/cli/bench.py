@@ -102,6 +102,8 @@ def _table(result: dict[str, object], runners: tuple[str, ...]) -> Table:
     for column in ("runner", "seconds", "candidates/s", "tokens", "tokens/s", "engine speedup"):
         table.add_column(column, justify="left" if column == "runner" else "right")
     for name in runners:
+        if result.get(f"{name}_seconds") is None:
+            continue  # not run (the standard-graph engine of a model without the other graph)
         speedup = result.get(f"speedup_vs_{name}")
         table.add_row(
             name,

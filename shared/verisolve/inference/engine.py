@@ -82,8 +82,9 @@ class Generator:
         provider: str = "cpu",
         threads: int | None = None,
         bind: bool | None = None,
+        prefix_shared: bool = True,
     ) -> Generator:
-        """A generator for a verisolve model directory, on the given provider."""
+        """A generator for a model directory; its prefix-shared graph unless told otherwise."""
         from verisolve.inference.onnx_decoder import OnnxDecoder
         from verisolve.inference.prefix_decoder import PrefixDecoder
 
@@ -93,7 +94,7 @@ class Generator:
         decoder_file = manifest.graphs.get("decoder")
         if decoder_file is None:
             raise ValueError(f"{model_dir}: the manifest names no 'decoder' graph")
-        prefix_file = manifest.graphs.get("decoder_prefix")
+        prefix_file = manifest.graphs.get("decoder_prefix") if prefix_shared else None
         backend: DecoderBackend
         if prefix_file is not None:
             backend = PrefixDecoder.load(
