@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from verisolve.inference.backends import Decoding
+from verisolve.inference.backends import DecoderBackend, Decoding
 from verisolve.inference.engine import Candidate, Generator
 from verisolve.inference.onnx_decoder import OnnxDecoder
 from verisolve.inference.providers import ProviderUnavailableError
@@ -106,7 +106,7 @@ def test_dropping_finished_rows_changes_no_other_row(tiny_generator_dir: Path, b
 class WritesFirst:
     """Wraps a backend so that every row first writes fixed tokens, then follows the model."""
 
-    def __init__(self, inner: OnnxDecoder, tokens: Sequence[int]) -> None:
+    def __init__(self, inner: DecoderBackend, tokens: Sequence[int]) -> None:
         self.inner = inner
         self.tokens = list(tokens)
 
@@ -142,7 +142,7 @@ def test_calculator_forcing_on_the_real_model(generator: Generator) -> None:
     prompt = tok.encode(sample_texts(1, seed=8)[0])
     call = tok.encode("<<3*4=", special_tokens=False)
     result = tok.encode_continuation("12>>", after="<<3*4=")
-    forced = Generator(WritesFirst(generator.backend, call), tok, stop=())  # type: ignore[arg-type]
+    forced = Generator(WritesFirst(generator.backend, call), tok, stop=())
     params = SamplingParams(n=2, temperature=0.0, max_new_tokens=20, stop=False)
     [cand, _] = forced.generate(prompt, params)
     assert cand.text.startswith("<<3*4=12>>")

@@ -48,6 +48,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
 app.add_typer(bench_app, name="bench")
 
+
 def main() -> None:
     """Entry point of the console script."""
     app()
