@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from services.submission.api import create_app
 from verisolve.apikeys import create_key
-from verisolve.db import create_engine, session_scope
+from verisolve.db import session_scope
 from verisolve.models import ApiKey, Job, OutboxMessage, Problem
 
 
@@ -54,15 +54,8 @@ class Tenants:
 
 
 @pytest.fixture
-def api_engine(db_url: str) -> Iterator[sa.Engine]:
-    engine = create_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def tenants(api_engine: sa.Engine) -> Iterator[Tenants]:
-    made = Tenants(api_engine)
+def tenants(engine: sa.Engine) -> Iterator[Tenants]:
+    made = Tenants(engine)
     yield made
     made.cleanup()
 
@@ -73,6 +66,6 @@ def alice(tenants: Tenants) -> Tenant:
 
 
 @pytest.fixture
-def client(api_engine: sa.Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(api_engine)) as test_client:
+def client(engine: sa.Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(engine)) as test_client:
         yield test_client

@@ -58,9 +58,9 @@ def test_no_valid_key_gets_401(
     assert response.json()["detail"]
 
 
-def test_a_revoked_key_gets_401(client: TestClient, alice: Tenant, api_engine: sa.Engine) -> None:
+def test_a_revoked_key_gets_401(client: TestClient, alice: Tenant, engine: sa.Engine) -> None:
     assert client.get("/v1/jobs", headers=alice.headers).status_code == 200
-    with session_scope(api_engine) as session:
+    with session_scope(engine) as session:
         key_id = session.scalars(sa.select(ApiKey.id).where(ApiKey.tenant == alice.name)).one()
         revoke_key(session, key_id)
     assert client.get("/v1/jobs", headers=alice.headers).status_code == 401

@@ -64,7 +64,7 @@ def upload(
 
 
 def test_a_job_from_creation_to_answers(
-    client: TestClient, alice: Tenant, api_engine: sa.Engine
+    client: TestClient, alice: Tenant, engine: sa.Engine
 ) -> None:
     job = new_job(client, alice, name="round trip", generator="tiny")
     assert job["status"] == "pending"
@@ -75,7 +75,7 @@ def test_a_job_from_creation_to_answers(
     started = client.post(f"/v1/jobs/{job['id']}/start", headers=alice.headers)
     assert started.status_code == 200
     assert started.json()["status"] == "running"
-    with api_engine.connect() as conn:
+    with engine.connect() as conn:
         ids = conn.scalars(sa.select(Problem.id).where(Problem.job_id == job["id"])).all()
         queued = conn.scalars(
             sa.select(OutboxMessage.dedupe_key).where(
@@ -88,7 +88,7 @@ def test_a_job_from_creation_to_answers(
     assert status["progress"] == {"pending": 3, "generated": 0, "scored": 0, "done": 0, "failed": 0}
     assert status["metrics"] is None
 
-    InlineExecutor(api_engine, lambda _: CyclingGenerator(), no_verifier).run(job["id"])
+    InlineExecutor(engine, lambda _: CyclingGenerator(), no_verifier).run(job["id"])
 
     status = client.get(f"/v1/jobs/{job['id']}", headers=alice.headers).json()
     assert status["status"] == "done"

@@ -56,9 +56,9 @@ def own_jobs(client: TestClient, tenant: Tenant) -> list[int]:
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS)
 def test_every_operation_keeps_to_the_schema(
-    api_engine: sa.Engine, alice: Tenant, method: str, path: str
+    engine: sa.Engine, alice: Tenant, method: str, path: str
 ) -> None:
-    app = create_app(api_engine)
+    app = create_app(engine)
     operation = schemathesis.openapi.from_asgi("/openapi.json", app)[path][method]
     cases = operation.as_strategy()
     if "{job_id}" in path:

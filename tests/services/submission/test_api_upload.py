@@ -47,7 +47,7 @@ def stored(engine: sa.Engine, job_id: int) -> tuple[int, int]:
 
 
 def test_every_bad_line_is_reported_and_nothing_is_stored(
-    client: TestClient, alice: Tenant, api_engine: sa.Engine
+    client: TestClient, alice: Tenant, engine: sa.Engine
 ) -> None:
     job_id = new_job(client, alice)
     lines = [
@@ -66,11 +66,11 @@ def test_every_bad_line_is_reported_and_nothing_is_stored(
         (100 + line, field) for line, field, _ in BAD_LINES
     ]
     assert "line 101" in body["errors"][3]["reason"]  # the duplicate names the first line
-    assert stored(api_engine, job_id) == (0, 0)
+    assert stored(engine, job_id) == (0, 0)
 
 
 def test_a_rejected_chunk_leaves_earlier_chunks_and_nothing_of_itself(
-    client: TestClient, alice: Tenant, api_engine: sa.Engine
+    client: TestClient, alice: Tenant, engine: sa.Engine
 ) -> None:
     job_id = new_job(client, alice)
     assert post(client, alice, job_id, GOOD.encode()).status_code == 200
@@ -78,7 +78,7 @@ def test_a_rejected_chunk_leaves_earlier_chunks_and_nothing_of_itself(
     response = post(client, alice, job_id, chunk.encode(), line_offset=1)
     assert response.status_code == 422
     assert response.json()["errors"][0]["line"] == 3
-    assert stored(api_engine, job_id) == (1, 1)
+    assert stored(engine, job_id) == (1, 1)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_a_rejected_chunk_leaves_earlier_chunks_and_nothing_of_itself(
     ],
 )
 def test_an_id_stored_before_cannot_change(
-    client: TestClient, alice: Tenant, api_engine: sa.Engine, line: str, reason: str
+    client: TestClient, alice: Tenant, engine: sa.Engine, line: str, reason: str
 ) -> None:
     job_id = new_job(client, alice)
     post(client, alice, job_id, GOOD.encode())
@@ -97,22 +97,22 @@ def test_an_id_stored_before_cannot_change(
     response = post(client, alice, job_id, line.encode(), line_offset=offset)
     assert response.status_code == 422
     assert reason in response.json()["errors"][0]["reason"]
-    assert stored(api_engine, job_id) == (1, 1)
+    assert stored(engine, job_id) == (1, 1)
 
 
 def test_dry_run_validates_without_storing(
-    client: TestClient, alice: Tenant, api_engine: sa.Engine
+    client: TestClient, alice: Tenant, engine: sa.Engine
 ) -> None:
     job_id = new_job(client, alice)
     result = post(client, alice, job_id, GOOD.encode(), dry_run=True).json()
     assert (result["received"], result["stored"], result["dry_run"]) == (1, 0, True)
-    assert stored(api_engine, job_id) == (0, 0)
+    assert stored(engine, job_id) == (0, 0)
 
 
 @pytest.fixture
-def small_client(api_engine: sa.Engine) -> Iterator[TestClient]:
+def small_client(engine: sa.Engine) -> Iterator[TestClient]:
     settings = Settings(max_upload_bytes=2000, max_question_chars=60)
-    with TestClient(create_app(api_engine, settings)) as test_client:
+    with TestClient(create_app(engine, settings)) as test_client:
         yield test_client
 
 
