@@ -20,7 +20,7 @@ from verisolve.jsonl import ErrorCollector, LineError
 from verisolve.models import Job, JobStatus, Problem
 from verisolve.pipeline.jobs import JobError, add_problems
 from verisolve.pipeline.stages import rowcount
-from verisolve.problems import Limits, ProblemIn, validate_line
+from verisolve.problems import Limits, ProblemFileError, ProblemIn, parse_lines
 
 LOOKUP_BATCH = 1000  # ids per IN (...) when looking for problems stored already
 
@@ -45,18 +45,10 @@ class Stored:
 
 def parse_chunk(body: bytes, line_offset: int, limits: Limits) -> list[ProblemIn]:
     """Every problem of a chunk; raises ChunkRejectedError listing every bad line."""
-    seen_ids: dict[str, int] = {}
-    errors = ErrorCollector()
-    problems: list[ProblemIn] = []
-    for index, raw in enumerate(body.split(b"\n")):
-        result = validate_line(raw, line_offset + index + 1, seen_ids, limits)
-        if isinstance(result, LineError):
-            errors.add(result)
-        elif result is not None:
-            problems.append(result)
-    if errors.count:
-        raise ChunkRejectedError(errors.errors, errors.count)
-    return problems
+    try:
+        return parse_lines(enumerate(body.split(b"\n"), start=line_offset + 1), limits)
+    except ProblemFileError as exc:
+        raise ChunkRejectedError(exc.errors, exc.n_errors) from None
 
 
 def check_pending(job: Job) -> None:

@@ -9,6 +9,7 @@ line number as id ("7"), so an explicit id equal to another line's number is a d
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -77,10 +78,15 @@ def load_problems(
 ) -> list[ProblemIn]:
     """Every problem of a file (a path, or its lines); raises ProblemFileError on any bad line."""
     limits = Limits.resolve(max_question_chars, max_line_bytes)
+    return parse_lines(numbered_lines(source), limits)
+
+
+def parse_lines(lines: Iterable[tuple[int, bytes | str]], limits: Limits) -> list[ProblemIn]:
+    """Every problem of numbered raw lines; raises ProblemFileError on any bad line."""
     seen_ids: dict[str, int] = {}
     problems: list[ProblemIn] = []
     errors = ErrorCollector()
-    for line_no, raw in numbered_lines(source):
+    for line_no, raw in lines:
         result = validate_line(raw, line_no, seen_ids, limits)
         if isinstance(result, LineError):
             errors.add(result)
