@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-import verisolve.models  # noqa: F401  (registers every table on the metadata)
+import verisolve.tables  # noqa: F401  (registers every table on the metadata)
 from verisolve.db.base import Base
 
 config = context.config

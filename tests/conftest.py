@@ -21,8 +21,6 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "VERISOLVE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 RABBITMQ_URL = os.environ.get("VERISOLVE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
-GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
-
 
 def service_unavailable(what: str, why: object) -> None:
     """Skip a test that needs a service, or fail it under CI=true, where skipping hides a gap."""
@@ -55,10 +53,11 @@ def _isolated_settings(
 
 @pytest.fixture(scope="session")
 def gsm8k_dir() -> Path:
-    """The GSM8K folder beside the project (tests that read it skip when it is absent)."""
-    if not (GSM8K_DIR / "test.jsonl").is_file():
-        pytest.skip(f"GSM8K data not found at {GSM8K_DIR}")
-    return GSM8K_DIR
+    """The GSM8K folder (VERISOLVE_GSM8K_DIR); tests that read it skip when it is absent."""
+    folder = get_settings().gsm8k_dir.resolve()
+    if not (folder / "test.jsonl").is_file():
+        pytest.skip(f"GSM8K data not found at {folder} (set VERISOLVE_GSM8K_DIR)")
+    return folder
 
 
 @pytest.fixture(scope="session")

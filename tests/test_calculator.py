@@ -25,7 +25,6 @@ from verisolve.calculator import (
 )
 from verisolve.settings import get_settings
 
-GSM8K_TRAIN = Path("/work/shared/data/gsm8k/train.jsonl")
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 
 
@@ -407,17 +406,15 @@ def test_format_result_round_trips(numerator: int, denominator: int) -> None:
 # Every annotation in GSM8K train.
 
 
-def gsm8k_annotations() -> list[tuple[str, str]]:
-    """Every (expr, result) annotation in GSM8K train.jsonl; skips when the file is absent."""
-    if not GSM8K_TRAIN.exists():
-        pytest.skip(f"{GSM8K_TRAIN} not present")
-    with GSM8K_TRAIN.open(encoding="utf-8") as lines:
+def gsm8k_annotations(train: Path) -> list[tuple[str, str]]:
+    """Every (expr, result) annotation in GSM8K train.jsonl."""
+    with train.open(encoding="utf-8") as lines:
         answers = [json.loads(line)["answer"] for line in lines]
     return [(m[1], m[2]) for answer in answers for m in ANNOTATION.finditer(answer)]
 
 
-def test_gsm8k_train_annotations_agree() -> None:
-    annotations = gsm8k_annotations()
+def test_gsm8k_train_annotations_agree(gsm8k_dir: Path) -> None:
+    annotations = gsm8k_annotations(gsm8k_dir / "train.jsonl")
     assert len(annotations) > 20_000
     pairs = [(calculate(expr), result) for expr, result in annotations]
     agree = sum(Fraction(ours) == Fraction(theirs) for ours, theirs in pairs)
@@ -427,10 +424,8 @@ def test_gsm8k_train_annotations_agree() -> None:
     assert same / len(pairs) >= 0.95
 
 
-def test_gsm8k_train_calls_are_found() -> None:
-    if not GSM8K_TRAIN.exists():
-        pytest.skip(f"{GSM8K_TRAIN} not present")
-    with GSM8K_TRAIN.open(encoding="utf-8") as lines:
+def test_gsm8k_train_calls_are_found(gsm8k_dir: Path) -> None:
+    with (gsm8k_dir / "train.jsonl").open(encoding="utf-8") as lines:
         answers = [json.loads(line)["answer"] for line in lines]
     for answer in answers:
         for m in ANNOTATION.finditer(answer):

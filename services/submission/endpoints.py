@@ -25,10 +25,10 @@ from services.submission.schemas import (
     UploadResult,
 )
 from verisolve.db import session_scope
-from verisolve.models import Job, JobStatus
-from verisolve.pipeline.exports import candidate_rows, ndjson_lines, problem_counts
+from verisolve.pipeline.job_rows import candidate_rows, ndjson_lines, problem_counts
 from verisolve.pipeline.results import answer_rows
 from verisolve.problems import Limits
+from verisolve.tables import Job, JobStatus
 
 STREAM_BYTES = 256 * 1024  # bytes gathered before a write, so a big stream is few writes
 

@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from verisolve.jsonl import ErrorCollector, LineError
-from verisolve.models import Job, JobStatus, Problem
 from verisolve.pipeline.jobs import JobError, add_problems
 from verisolve.pipeline.stages import rowcount
 from verisolve.problems import Limits, ProblemFileError, ProblemIn, parse_lines
+from verisolve.tables import Job, JobStatus, Problem
 
 LOOKUP_BATCH = 1000  # ids per IN (...) when looking for problems stored already
 

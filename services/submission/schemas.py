@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from verisolve.jsonl import InvalidLineError, check_storable
-from verisolve.models import JobStatus
 from verisolve.selection import Strategy
+from verisolve.tables import JobStatus
 
 NDJSON = "application/x-ndjson"
 MAX_INT32 = 2**31 - 1  # integer columns (ids, line numbers) are 32-bit on PostgreSQL

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from services.submission.schemas import JobCreate
 from verisolve.executors.outbox import enqueue_many
-from verisolve.models import Job, JobStatus
 from verisolve.pipeline.jobs import JobError, JobSpec, cancel_job, create_job, start_job
 from verisolve.pipeline.stages import NextStep
+from verisolve.tables import Job, JobStatus
 
 ENQUEUE_BATCH = 2000  # outbox rows per INSERT: well under the drivers' bind-parameter limits
 

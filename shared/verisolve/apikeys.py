@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from verisolve.db.base import utcnow
-from verisolve.models import ApiKey
+from verisolve.tables import ApiKey
 
 TOKEN_PREFIX = "vs_"
 SHOWN_CHARS = 8  # of the token, kept in clear so keys can be told apart

@@ -2,7 +2,7 @@
 
 Workers record through ``record_*`` and ``task_*``, called by executor middleware
 (verisolve.executors.instrumentation), never from task bodies. Job, accuracy, queue and outbox
-metrics are not recorded by anyone: the exporter (verisolve.exporter) computes them from
+metrics are not recorded by anyone: the exporter (verisolve.metrics_exporter) computes them from
 PostgreSQL and the broker at scrape time, under the names declared here in EXPORTER_METRICS.
 
 Prefork workers run in multiprocess mode: set PROMETHEUS_MULTIPROC_DIR (an empty directory)

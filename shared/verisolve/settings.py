@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     provider: str = Field(default="cpu", pattern="^(cpu|cuda)$")
     metrics_port: int = Field(default=9464, ge=0, le=65535)  # a worker's /metrics; 0: none
 
+    # The GSM8K dataset (train.jsonl, test.jsonl, the paper's samples), for tests and benchmarks;
+    # a relative path is read from the working directory.
+    gsm8k_dir: Path = Path("../shared/data/gsm8k")
+
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
         if not self.database_url:

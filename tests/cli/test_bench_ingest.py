@@ -14,8 +14,8 @@ from verisolve.answers import parse_gold
 from verisolve.cli.app import app
 from verisolve.cli.bench_ingest import synthetic_problem, write_problems
 from verisolve.db import create_engine
-from verisolve.models import ApiKey, Job
 from verisolve.problems import load_problems
+from verisolve.tables import ApiKey, Job
 
 runner = CliRunner()
 

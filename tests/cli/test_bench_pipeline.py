@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from verisolve.cli.app import app
 from verisolve.cli.bench_pipeline import PipelineTiming, bench_problems
 from verisolve.db import create_engine, session_scope
-from verisolve.models import Job, OutboxMessage
+from verisolve.tables import Job, OutboxMessage
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from verisolve.cli.app import app
 from verisolve.db import get_engine, session_scope
 from verisolve.db.migrate import upgrade
-from verisolve.models import Job, JobStatus, ModelArtifact, OutboxMessage, Problem
+from verisolve.tables import Job, JobStatus, ModelArtifact, OutboxMessage, Problem
 
 runner = CliRunner()
 LINES = [

@@ -24,13 +24,13 @@ from verisolve.db import get_engine, session_scope
 from verisolve.db.migrate import upgrade
 from verisolve.evaluation import evaluate
 from verisolve.executors.inline import InlineExecutor
-from verisolve.models import Job, JobStatus, OutboxMessage, Problem
 from verisolve.pipeline.stages import (
     CandidateScorer,
     GeneratedCandidate,
     SamplingRequest,
     job_candidates,
 )
+from verisolve.tables import Job, JobStatus, OutboxMessage, Problem
 
 runner = CliRunner()
 QUESTIONS = [f"Sam packs {n} bags with 3 pears each. How many pears?" for n in range(1, 6)]

@@ -14,11 +14,11 @@ from verisolve.cli.app import app
 from verisolve.db import get_engine, session_scope
 from verisolve.db.migrate import ensure_schema
 from verisolve.executors.inline import InlineExecutor
-from verisolve.models import Candidate, Job, Selection
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
 from verisolve.pipeline import JobSpec, create_job
 from verisolve.problems import ProblemIn
+from verisolve.tables import Candidate, Job, Selection
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "pipeline"))
 from doubles import ScriptedGenerator, ScriptedScorer

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from verisolve.cli.app import app
 from verisolve.db import get_engine, session_scope
 from verisolve.executors import loading
-from verisolve.models import Candidate, Job
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
+from verisolve.tables import Candidate, Job
 
 SAMPLES = (
     Path(__file__).resolve().parents[2] / "shared" / "verisolve" / "data" / "sample_problems.jsonl"

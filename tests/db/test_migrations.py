@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-import verisolve.models  # noqa: F401
+import verisolve.tables  # noqa: F401
 from verisolve.db import Base
 from verisolve.db.migrate import current_revision, downgrade, head_revision, upgrade
 

@@ -30,7 +30,6 @@ import yaml
 from celery import Celery
 
 from verisolve.db import create_engine, session_scope
-from verisolve.models import Job
 from verisolve.pipeline.jobs import JobSpec, create_job, start_job
 from verisolve.pipeline.stages import (
     GeneratedCandidate,
@@ -39,6 +38,7 @@ from verisolve.pipeline.stages import (
     generate_problem,
 )
 from verisolve.problems import ProblemIn
+from verisolve.tables import Job
 
 HERE = Path(__file__).resolve().parent
 ALERTS = HERE.parents[1] / "deploy" / "prometheus" / "alerts.yml"

@@ -23,11 +23,11 @@ from verisolve.db.migrate import upgrade
 from verisolve.executors.inline import InlineExecutor
 from verisolve.executors.local_stack import LocalStack
 from verisolve.executors.routes import QueueName
-from verisolve.models import Candidate, Job, JobStatus, Problem, ProblemStatus, Selection
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
 from verisolve.pipeline import JobSpec, create_job
 from verisolve.problems import load_problems
+from verisolve.tables import Candidate, Job, JobStatus, Problem, ProblemStatus, Selection
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.slow]
 runner = CliRunner()

@@ -18,8 +18,8 @@ from verisolve.executors.outbox import (
     relay_once,
     unsent_count,
 )
-from verisolve.models import OutboxMessage
 from verisolve.pipeline.stages import NextStep
+from verisolve.tables import OutboxMessage
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ from verisolve.db.base import utcnow
 from verisolve.executors.outbox import enqueue, enqueue_many, relay_once
 from verisolve.executors.reconciler import finalize_done_jobs, reconcile, resume_job
 from verisolve.executors.relay import busy_queues
-from verisolve.models import Job, JobStatus, OutboxMessage, Problem, ProblemStatus
 from verisolve.pipeline import JobSpec, create_job, start_job
 from verisolve.pipeline.jobs import JobError
 from verisolve.pipeline.stages import NextStep, aggregate_problem, generate_problem
 from verisolve.problems import ProblemIn
+from verisolve.tables import Job, JobStatus, OutboxMessage, Problem, ProblemStatus
 
 PROBLEMS = [ProblemIn(f"p{i}", f"What is {i}+{i}?", str(2 * i), str(2 * i), i) for i in range(3)]
 ANSWERS = {p.question: [p.gold or ""] for p in PROBLEMS}

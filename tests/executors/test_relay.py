@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from verisolve.db import session_scope
 from verisolve.executors.outbox import enqueue_many
 from verisolve.executors.relay import RelayTimings, run_relay
-from verisolve.models import OutboxMessage
 from verisolve.pipeline.stages import NextStep
+from verisolve.tables import OutboxMessage
 
 
 @pytest.fixture

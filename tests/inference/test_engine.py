@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from verisolve.inference.engine import Candidate, Generator, swap_remove_order
+from verisolve.inference.engine import Completion, Generator, swap_remove_order
 from verisolve.inference.sampling import SamplingParams
 from verisolve.inference.scripted import Script, ScriptedBackend, one_hot_logits
 from verisolve.inference.tokenizer import TextTokenizer
@@ -56,7 +56,7 @@ def run(
     first: str = "",
     compact: bool = True,
     key: str = "p1",
-) -> tuple[list[Candidate], ScriptedBackend]:
+) -> tuple[list[Completion], ScriptedBackend]:
     backend = ScriptedBackend(writer(tok, targets, first=first))
     eos = tok.encode(EOS, special_tokens=False)
     gen = Generator(backend, tok, eos_token_ids=eos, stop=stop, compact=compact)
@@ -117,7 +117,7 @@ def test_dropping_finished_rows_changes_no_candidate(tokenizer: TextTokenizer) -
     assert dropped.step_rows[-1] < 12
 
 
-def strip_time(cand: Candidate) -> tuple[object, ...]:
+def strip_time(cand: Completion) -> tuple[object, ...]:
     return (cand.sample_index, cand.text, cand.token_ids, cand.finish_reason, cand.calculator_calls)
 
 

@@ -10,7 +10,7 @@ import pytest
 from numpy.typing import NDArray
 
 from verisolve.inference.backends import DecoderBackend, Decoding
-from verisolve.inference.engine import Candidate, Generator
+from verisolve.inference.engine import Completion, Generator
 from verisolve.inference.onnx_decoder import OnnxDecoder
 from verisolve.inference.providers import ProviderUnavailableError
 from verisolve.inference.sampling import SamplingParams
@@ -35,7 +35,7 @@ def load(model_dir: Path, *, bind: bool = False, compact: bool = True) -> Genera
     )
 
 
-def key(cand: Candidate) -> tuple[object, ...]:
+def key(cand: Completion) -> tuple[object, ...]:
     return (cand.sample_index, cand.token_ids, cand.text, cand.finish_reason)
 
 

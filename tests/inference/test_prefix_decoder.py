@@ -10,7 +10,7 @@ import pytest
 from numpy.typing import NDArray
 
 from verisolve.inference.backends import DecoderBackend
-from verisolve.inference.engine import Candidate, Generator
+from verisolve.inference.engine import Completion, Generator
 from verisolve.inference.onnx_decoder import OnnxDecoder
 from verisolve.inference.prefix_decoder import PrefixDecoder
 from verisolve.inference.sampling import SamplingParams
@@ -74,7 +74,7 @@ def test_logits_match_over_steps_with_rows_dropped(model_dir: Path, bind: bool) 
             rows = len(drops[step])
 
 
-def generate(backend: DecoderBackend, model_dir: Path, params: SamplingParams) -> list[Candidate]:
+def generate(backend: DecoderBackend, model_dir: Path, params: SamplingParams) -> list[Completion]:
     tokenizer = TextTokenizer.from_file(model_dir / "tokenizer.json")
     # Every ninth token ends a row, so rows finish at different steps and leave the batch.
     generator = Generator(backend, tokenizer, eos_token_ids=range(0, tokenizer.vocab_size, 9))

@@ -8,10 +8,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from verisolve.models import ModelArtifact
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest, ModelKind
 from verisolve.modelstore.registry import Change, ModelNotFoundError
+from verisolve.tables import ModelArtifact
 
 
 def _manifest(name: str, kind: ModelKind = "generator", weights: str = "a") -> Manifest:

@@ -7,7 +7,6 @@ import sqlalchemy as sa
 from doubles import ScriptedGenerator, ScriptedScorer
 from sqlalchemy.orm import Session
 
-from verisolve.models import Candidate, Job, JobStatus, Problem, ProblemStatus, Selection
 from verisolve.pipeline import JobSpec, create_job, start_job
 from verisolve.pipeline.jobs import JobError, cancel_job
 from verisolve.pipeline.stages import (
@@ -18,6 +17,7 @@ from verisolve.pipeline.stages import (
     score_problem,
 )
 from verisolve.problems import ProblemIn
+from verisolve.tables import Candidate, Job, JobStatus, Problem, ProblemStatus, Selection
 
 PROBLEMS = [
     ProblemIn("a", "What is 2+2?", "4", "4", 1),

@@ -19,8 +19,8 @@ from verisolve.cli import (
     solve,
 )
 from verisolve.cli.bench import app as bench_app
-from verisolve.cli.exporter import exporter
 from verisolve.cli.job_options import with_job_options
+from verisolve.cli.metrics_exporter import exporter
 
 app = typer.Typer(
     name="verisolve",

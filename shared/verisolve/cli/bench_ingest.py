@@ -31,7 +31,7 @@ from verisolve.cli.jobs import require_schema
 from verisolve.cli.line_errors import fail
 from verisolve.client import CHUNK_LINES, Client
 from verisolve.db import get_engine, session_scope
-from verisolve.models import ApiKey, Job
+from verisolve.tables import ApiKey, Job
 
 console = Console()
 STARTUP_TIMEOUT_S = 60.0

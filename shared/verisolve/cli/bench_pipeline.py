@@ -23,10 +23,10 @@ from rich.table import Table
 
 from verisolve.cli.job_options import DEFAULTS, JobOptions, job_spec
 from verisolve.db import get_engine, session_scope
-from verisolve.models import Job, JobStatus, OutboxMessage, Problem
 from verisolve.pipeline.jobs import JobSpec, create_job
 from verisolve.problems import ProblemIn
 from verisolve.settings import get_settings
+from verisolve.tables import Job, JobStatus, OutboxMessage, Problem
 
 console = Console()
 err_console = Console(stderr=True)

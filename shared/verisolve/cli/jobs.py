@@ -24,10 +24,10 @@ from verisolve.db import get_engine, session_scope
 from verisolve.db.migrate import current_revision, head_revision
 from verisolve.executors.outbox import enqueue_job
 from verisolve.executors.routes import QueueName
-from verisolve.models import Job, Problem
 from verisolve.pipeline.jobs import JobError, JobSpec, cancel_job, create_job
 from verisolve.problems import ProblemFileError, ProblemIn, load_problems
 from verisolve.settings import get_settings
+from verisolve.tables import Job, Problem
 
 console = Console()
 JobArgument = Annotated[int, typer.Argument(help="The job id `verisolve submit` printed.")]

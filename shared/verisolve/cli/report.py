@@ -14,10 +14,10 @@ from verisolve.cli.reporting import console, show_report
 from verisolve.db import get_engine, session_scope
 from verisolve.db.migrate import ensure_schema
 from verisolve.evaluation import evaluate
-from verisolve.models import Job
 from verisolve.pipeline.jobs import JobError
 from verisolve.pipeline.rescore import finish_rescore, problems_to_rescore, rescore_problem
 from verisolve.pipeline.stages import job_candidates
+from verisolve.tables import Job
 
 JobArg = Annotated[int, typer.Argument(help="The job's id.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]

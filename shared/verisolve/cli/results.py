@@ -16,9 +16,9 @@ from verisolve.cli.line_errors import err_console, fail
 from verisolve.cli.remote import ApiOption, connect
 from verisolve.client import Stream
 from verisolve.db import get_engine, session_scope
-from verisolve.models import Job
-from verisolve.pipeline.exports import candidate_rows, ndjson_lines
+from verisolve.pipeline.job_rows import candidate_rows, ndjson_lines
 from verisolve.pipeline.results import answer_rows
+from verisolve.tables import Job
 
 
 def results(

@@ -28,7 +28,6 @@ from verisolve.executors import instrumentation
 from verisolve.executors.celery_app import TASK_MODULES, CeleryPublisher, app
 from verisolve.executors.outbox import enqueue, relay_once
 from verisolve.executors.routes import QueueName, physical_queue
-from verisolve.models import Problem
 from verisolve.pipeline.stages import (
     CandidateGenerator,
     CandidateScore,
@@ -39,6 +38,7 @@ from verisolve.pipeline.stages import (
     StageConflictError,
 )
 from verisolve.settings import get_settings
+from verisolve.tables import Problem
 
 logger = logging.getLogger(__name__)
 

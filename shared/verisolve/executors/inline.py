@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from verisolve.db import session_scope
-from verisolve.models import Candidate, Job, Problem, ProblemStatus
 from verisolve.pipeline.jobs import start_job
 from verisolve.pipeline.stages import (
     CandidateGenerator,
@@ -23,6 +22,7 @@ from verisolve.pipeline.stages import (
     generate_problem,
     score_problem,
 )
+from verisolve.tables import Candidate, Job, Problem, ProblemStatus
 
 
 @dataclass(frozen=True)

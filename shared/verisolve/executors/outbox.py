@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 from verisolve.db import session_scope
 from verisolve.db.base import utcnow
 from verisolve.executors.routes import ROUTES, dedupe_key
-from verisolve.models import Job, OutboxMessage
 from verisolve.pipeline.jobs import start_job
 from verisolve.pipeline.stages import NextStep, Stage, rowcount
+from verisolve.tables import Job, OutboxMessage
 
 logger = logging.getLogger(__name__)
 

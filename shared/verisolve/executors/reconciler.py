@@ -22,9 +22,9 @@ from verisolve.db import session_scope
 from verisolve.db.base import utcnow
 from verisolve.executors.outbox import enqueue, enqueue_many
 from verisolve.executors.routes import ROUTES, dedupe_key
-from verisolve.models import Job, JobStatus, OutboxMessage, Problem, ProblemStatus
 from verisolve.pipeline.jobs import JobError, start_job
 from verisolve.pipeline.stages import NextStep, Stage, finalize_job, rowcount
+from verisolve.tables import Job, JobStatus, OutboxMessage, Problem, ProblemStatus
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ CALL_TRIGGER = "="
 
 
 @dataclass(frozen=True, slots=True)
-class Candidate:
+class Completion:
     """One sampled solution."""
 
     sample_index: int
@@ -130,7 +130,7 @@ class Generator:
         *,
         key: str = "",
         first_index: int = 0,
-    ) -> list[Candidate]:
+    ) -> list[Completion]:
         """params.n candidates for one prompt, in sample-index order from first_index."""
         started = time.perf_counter()
         prompt_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
@@ -176,7 +176,7 @@ class _Rows:
         self.forced: dict[int, list[int]] = {}
         self.calls = np.zeros(n, dtype=np.int64)
         self.failures = np.zeros(n, dtype=np.int64)
-        self.results: list[Candidate | None] = [None] * n
+        self.results: list[Completion | None] = [None] * n
         self.rules = StopRules(gen.stop if params.stop else (), answer_line=params.stop)
         chars = self.rules.trigger_chars + (CALL_TRIGGER if params.calculator else "")
         self.chars = chars
@@ -265,7 +265,7 @@ class _Rows:
         text = self.gen.tokenizer.decode(ids[:-1] if reason == "eos" else ids)
         if end >= 0:
             text = text[:end]
-        self.results[row] = Candidate(
+        self.results[row] = Completion(
             sample_index=self.first_index + row,
             text=text,
             token_ids=tuple(ids),
@@ -277,7 +277,7 @@ class _Rows:
         self.active[row] = False
         self.forced.pop(row, None)
 
-    def candidates(self) -> list[Candidate]:
+    def candidates(self) -> list[Completion]:
         """Every row's candidate, in sample order."""
         done = [c for c in self.results if c is not None]
         if len(done) != len(self.results):

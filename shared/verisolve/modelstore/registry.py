@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from verisolve.models import ModelArtifact
 from verisolve.modelstore.manifest import MANIFEST_FILE, Manifest
+from verisolve.tables import ModelArtifact
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from verisolve.db.base import utcnow
-from verisolve.models import Job, JobStatus, Problem, ProblemStatus
 from verisolve.problems import ProblemIn
 from verisolve.selection import Strategy
+from verisolve.tables import Job, JobStatus, Problem, ProblemStatus
 
 
 class JobError(ValueError):

@@ -6,7 +6,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from verisolve.evaluation import EvaluationReport, evaluate
-from verisolve.models import Job, JobStatus, Problem, ProblemStatus
 from verisolve.pipeline.jobs import JobError
 from verisolve.pipeline.stages import (
     CandidateScorer,
@@ -14,6 +13,7 @@ from verisolve.pipeline.stages import (
     score_candidates,
     select_answers,
 )
+from verisolve.tables import Job, JobStatus, Problem, ProblemStatus
 
 
 def problems_to_rescore(session: Session, job: Job) -> list[int]:

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
-from verisolve.models import Job, Problem, Selection
+from verisolve.tables import Job, Problem, Selection
 
 
 def answer_rows(

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from verisolve.answers import extract_answer, is_correct
 from verisolve.db.base import utcnow
 from verisolve.evaluation import EvalCandidate, ProblemCandidates, evaluate
-from verisolve.models import Candidate, Job, JobStatus, Problem, ProblemStatus, Selection
 from verisolve.selection import CandidateView, select_all
+from verisolve.tables import Candidate, Job, JobStatus, Problem, ProblemStatus, Selection
 
 Stage = Literal["generate", "score", "aggregate", "finalize"]
 

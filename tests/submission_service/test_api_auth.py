@@ -13,7 +13,7 @@ from conftest import Tenant, Tenants
 from services.submission.api import create_app
 from verisolve.apikeys import revoke_key
 from verisolve.db import create_engine, session_scope
-from verisolve.models import ApiKey
+from verisolve.tables import ApiKey
 
 PROBLEM = b'{"question": "Tom has 2 kites and makes 3 more. How many kites?", "answer": 5}\n'
 JOB_ENDPOINTS = [

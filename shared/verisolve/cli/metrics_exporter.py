@@ -37,8 +37,8 @@ def exporter(
     """Serve metrics read from the database and the broker at each scrape, until stopped."""
     # Imported here: prometheus_client picks its multiprocess mode once, at import, and a
     # worker started by this same CLI may still have to set PROMETHEUS_MULTIPROC_DIR.
-    from verisolve.exporter import JobCollector, default_queues
-    from verisolve.exporter import serve as serve_metrics
+    from verisolve.metrics_exporter import JobCollector, default_queues
+    from verisolve.metrics_exporter import serve as serve_metrics
 
     settings = get_settings()
     try:

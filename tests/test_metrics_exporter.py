@@ -12,8 +12,7 @@ import sqlalchemy as sa
 
 from verisolve.db import session_scope
 from verisolve.db.base import utcnow
-from verisolve.exporter import JobCollector, default_queues
-from verisolve.models import Job, OutboxMessage
+from verisolve.metrics_exporter import JobCollector, default_queues
 from verisolve.pipeline.jobs import JobSpec, create_job, start_job
 from verisolve.pipeline.stages import (
     GeneratedCandidate,
@@ -23,6 +22,7 @@ from verisolve.pipeline.stages import (
     generate_problem,
 )
 from verisolve.problems import ProblemIn
+from verisolve.tables import Job, OutboxMessage
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from conftest import Tenant
 from services.submission.api import create_app
-from verisolve.models import Job, Problem
 from verisolve.settings import Settings
+from verisolve.tables import Job, Problem
 
 GOOD = '{"id": "a", "question": "Lea reads 5 pages a day. How many pages in 3 days?", "answer": 15}'
 BAD_LINES = [

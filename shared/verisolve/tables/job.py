@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from verisolve.db.base import Base, TimestampMixin
 
 if TYPE_CHECKING:
-    from verisolve.models.problem import Problem
+    from verisolve.tables.problem import Problem
 
 
 class JobStatus(StrEnum):

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from conftest import Tenant
 from verisolve.executors.inline import InlineExecutor
-from verisolve.models import OutboxMessage, Problem
 from verisolve.pipeline.stages import CandidateScorer, GeneratedCandidate, SamplingRequest
+from verisolve.tables import OutboxMessage, Problem
 
 PROBLEMS = [
     {"id": "pens", "question": "Mia has 3 pens and buys 4 more. How many pens?", "answer": "7"},

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from verisolve.models import Candidate, Problem, ProblemStatus
+from verisolve.tables import Candidate, Problem, ProblemStatus
 
 BATCH_ROWS = 1000  # rows per round trip; on PostgreSQL a server-side cursor streams them
 

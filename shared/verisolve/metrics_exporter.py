@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 
 from verisolve import metrics as m
 from verisolve.executors.routes import QueueName, physical_queue
-from verisolve.models import Candidate, Job, JobStatus, OutboxMessage, Problem, ProblemStatus
-from verisolve.models import Selection as Sel
+from verisolve.tables import Candidate, Job, JobStatus, OutboxMessage, Problem, ProblemStatus
+from verisolve.tables import Selection as Sel
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from services.submission.api import create_app
 from verisolve.apikeys import create_key
 from verisolve.db import session_scope
-from verisolve.models import ApiKey, Job, OutboxMessage, Problem
+from verisolve.tables import ApiKey, Job, OutboxMessage, Problem
 
 
 @dataclass(frozen=True)

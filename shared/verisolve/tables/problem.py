@@ -12,9 +12,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from verisolve.db.base import Base, TimestampMixin
 
 if TYPE_CHECKING:
-    from verisolve.models.candidate import Candidate
-    from verisolve.models.job import Job
-    from verisolve.models.selection import Selection
+    from verisolve.tables.candidate import Candidate
+    from verisolve.tables.job import Job
+    from verisolve.tables.selection import Selection
 
 
 class ProblemStatus(StrEnum):
