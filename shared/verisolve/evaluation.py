@@ -6,8 +6,9 @@
 Problems may have different numbers of candidates. ``N`` is the largest count; at a subset size
 ``k`` a problem with fewer than ``k`` candidates uses all of them, so every curve ends, at
 ``k = N``, on the full-candidate number, except the first sample's, which is the single-sample
-accuracy at every size (the first of a random subset is a random sample). Problems without a gold answer count towards the parse
-and calculator rates only; a graded problem without candidates counts as unsolved.
+accuracy at every size (the first of a random subset is a random sample). Problems without a
+gold answer count towards the parse and calculator rates only; a graded problem without
+candidates counts as unsolved.
 """
 
 from __future__ import annotations
