@@ -70,14 +70,16 @@ def test_train_and_test_files_never_share_a_question(tmp_path: Path) -> None:
         {json.loads(line)["question"] for line in path.read_text().splitlines()}
         for path in (train, test)
     ]
-    assert len(questions[0]) == 2000 and len(questions[1]) == 500
+    assert len(questions[0]) == 2000
+    assert len(questions[1]) == 500
     assert not questions[0] & questions[1]
 
 
 def test_difficulty_parameters() -> None:
     easy = list(synthesize(200, seed=0, min_steps=2, max_steps=2, distractor_rate=0.0))
     hard = list(synthesize(200, seed=0, min_steps=5, max_steps=5, distractor_rate=1.0))
-    assert {p.steps for p in easy} == {2} and {p.steps for p in hard} == {5}
+    assert {p.steps for p in easy} == {2}
+    assert {p.steps for p in hard} == {5}
     # Without distractors every number of the question is used by the answer.
     for p in easy:
         assert set(NUMBER.findall(p.question)) <= set(NUMBER.findall(p.answer))

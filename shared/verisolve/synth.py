@@ -194,7 +194,7 @@ def _sell(s: _Story) -> bool:
 def _weigh(s: _Story) -> bool:
     s.step(
         f"Each {s.thing} weighs {s.grams} grams.",
-        f"Together they weigh {{calc}} grams.",
+        "Together they weigh {calc} grams.",
         f"{s.value}*{s.grams}",
         s.value * s.grams,
     )

@@ -17,8 +17,8 @@ from verisolve.db import get_engine, session_scope
 from verisolve.db.migrate import ensure_schema
 from verisolve.evaluation import evaluate
 from verisolve.executors.inline import InlineExecutor, ProblemDone
-from verisolve.pipeline.jobs import JobError, JobSpec, create_job, find_job
 from verisolve.jsonl import write_jsonl
+from verisolve.pipeline.jobs import JobError, JobSpec, create_job, find_job
 from verisolve.pipeline.results import answer_rows
 from verisolve.pipeline.stages import job_candidates
 from verisolve.problems import ProblemFileError, ProblemIn, load_problems
