@@ -15,11 +15,10 @@ from services.submission.endpoints import router
 from services.submission.ingest import ChunkRejectedError
 from services.submission.limits import BodyLimitMiddleware
 from services.submission.schemas import ErrorBody, ErrorItem, Health, Readiness
-from services.submission.service import JobNotFoundError, JobParametersError
 from verisolve import __version__
 from verisolve.db import get_engine
 from verisolve.db.migrate import current_revision, head_revision
-from verisolve.pipeline.jobs import JobError
+from verisolve.pipeline.jobs import JobError, JobInvalid, JobNotFound
 from verisolve.settings import Settings, get_settings
 
 
@@ -100,18 +99,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         items = [ErrorItem(line=e.line_no, field=e.field, reason=e.reason) for e in exc.errors]
         return _error(422, ErrorBody(detail=str(exc), errors=items, n_errors=exc.n_errors))
 
-    async def not_found(_: Request, exc: Exception) -> JSONResponse:
-        return _error(404, ErrorBody(detail=str(exc)))
-
-    async def bad_parameters(_: Request, exc: Exception) -> JSONResponse:
-        return _error(422, ErrorBody(detail=str(exc)))
-
-    async def conflict(_: Request, exc: Exception) -> JSONResponse:
-        return _error(409, ErrorBody(detail=str(exc)))
+    async def job_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, JobError)
+        if isinstance(exc, JobInvalid):
+            item = ErrorItem(line=None, field=exc.field, reason=str(exc))
+            return _error(422, ErrorBody(detail=f"{exc.field}: {exc}", errors=[item], n_errors=1))
+        return _error(404 if isinstance(exc, JobNotFound) else 409, ErrorBody(detail=str(exc)))
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ChunkRejectedError, bad_chunk)
-    app.add_exception_handler(JobNotFoundError, not_found)
-    app.add_exception_handler(JobParametersError, bad_parameters)
-    app.add_exception_handler(JobError, conflict)
+    app.add_exception_handler(JobError, job_error)

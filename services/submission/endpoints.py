@@ -26,6 +26,8 @@ from services.submission.schemas import (
 )
 from verisolve.db import session_scope
 from verisolve.pipeline.job_rows import candidate_rows, ndjson_lines, problem_counts
+from verisolve.pipeline.jobs import check_pending, lock_job
+from verisolve.pipeline.limits import JobLimits
 from verisolve.pipeline.results import answer_rows
 from verisolve.problems import Limits
 from verisolve.tables import Job, JobStatus
@@ -79,8 +81,12 @@ def create_job(
     tenant: TenantDep,
     settings: SettingsDep,
 ) -> JobOut:
-    """Create a pending job; 200 and the same job for an idempotency key used before."""
-    job, created = service.create(session, tenant, body, settings.default_generator)
+    """Create a pending job; 200 and the same job for an idempotency key used before.
+
+    The generator and verifier must be registered model names, and the job within the limits.
+    """
+    limits = JobLimits.from_settings(settings)
+    job, created = service.create(session, tenant, body, settings.default_generator, limits)
     if not created:
         response.status_code = status.HTTP_200_OK
     return JobOut.model_validate(job)
@@ -133,11 +139,14 @@ def upload_problems(
     dry_run: Annotated[bool, Query(description="Validate only; store nothing.")] = False,
 ) -> UploadResult:
     """Add a chunk of problems (NDJSON) to a pending job; a chunk with a bad line adds none."""
-    ingest.check_pending(service.owned_job(session, tenant, job_id))  # before the parsing
+    check_pending(service.owned_job(session, tenant, job_id))  # before the parsing
     limits = Limits(settings.max_question_chars, settings.max_line_bytes)
     problems = ingest.parse_chunk(body, line_offset, limits)
-    job = service.owned_job(session, tenant, job_id, lock=True)
-    stored = ingest.store_chunk(session, job, problems, dry_run=dry_run)
+    # Uploads to one job take turns from here: each sees what the one before it stored.
+    job = lock_job(session, job_id, owner=tenant)
+    stored = ingest.store_chunk(
+        session, job, problems, JobLimits.from_settings(settings), dry_run=dry_run
+    )
     return UploadResult(
         received=stored.received,
         stored=stored.stored,

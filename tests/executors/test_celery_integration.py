@@ -22,10 +22,10 @@ from verisolve.db import create_engine, session_scope
 from verisolve.db.migrate import upgrade
 from verisolve.executors.inline import InlineExecutor
 from verisolve.executors.local_stack import LocalStack
-from verisolve.executors.routes import QueueName
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
 from verisolve.pipeline import JobSpec, create_job
+from verisolve.pipeline.routes import QueueName
 from verisolve.problems import load_problems
 from verisolve.tables import Candidate, Job, JobStatus, Problem, ProblemStatus, Selection
 

@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 
 from verisolve.apikeys import create_key
-from verisolve.cli.jobs import require_schema
+from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import fail
 from verisolve.client import CHUNK_LINES, Client
 from verisolve.db import get_engine, session_scope

@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 from rich.progress import Progress
 
+from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import fail
 from verisolve.cli.remote import ApiOption, report_remote
 from verisolve.cli.reporting import console, show_report
 from verisolve.db import get_engine, session_scope
-from verisolve.db.migrate import ensure_schema
 from verisolve.evaluation import evaluate
 from verisolve.pipeline.jobs import JobError
 from verisolve.pipeline.rescore import finish_rescore, problems_to_rescore, rescore_problem
@@ -39,7 +39,7 @@ def report(
         show_report(report_remote(api, job_id), as_json=as_json, plot=plot)
         return
     engine = get_engine()
-    ensure_schema(engine)
+    require_schema(engine)
     with session_scope(engine) as session:
         job = _job_or_exit(session.get(Job, job_id), job_id)
         result = evaluate(job_candidates(session, job.id), k=job.vote_k, seed=job.seed)
@@ -59,7 +59,7 @@ def rescore(
     from verisolve.executors.loading import load_scorer
 
     engine = get_engine()
-    ensure_schema(engine)
+    require_schema(engine)
     with session_scope(engine) as session:
         job = _job_or_exit(session.get(Job, job_id), job_id)
         try:

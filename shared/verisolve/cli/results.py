@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from verisolve.cli.jobs import require_schema
+from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import err_console, fail
 from verisolve.cli.remote import ApiOption, connect
 from verisolve.client import Stream
