@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ from services.submission.deps import EngineDep
 from services.submission.endpoints import router
 from services.submission.ingest import ChunkRejectedError
 from services.submission.limits import BodyLimitMiddleware
+from services.submission.openapi import live_openapi
 from services.submission.schemas import ErrorBody, ErrorItem, Health, Readiness
 from verisolve import __version__
 from verisolve.db import get_engine
@@ -36,6 +38,7 @@ def create_app(engine: sa.Engine | None = None, settings: Settings | None = None
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     _add_error_handlers(app)
     app.include_router(router)
+    app.openapi = lambda: live_openapi(app, app.state.engine, settings)  # type: ignore[method-assign]
     app.get("/healthz", tags=["health"])(healthz)
     app.get(
         "/readyz",
@@ -78,12 +81,29 @@ def _error(
     return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the schema gives this path (Starlette names only the first route's)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     """Every error answers with an ErrorBody."""
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return _error(exc.status_code, ErrorBody(detail=str(exc.detail)), exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        if exc.status_code == status.HTTP_400_BAD_REQUEST:  # a body FastAPI could not parse
+            item = ErrorItem(line=None, field="body", reason="not a JSON document")
+            body = ErrorBody(detail="body: not a JSON document", errors=[item], n_errors=1)
+            return _error(422, body)
+        return _error(exc.status_code, ErrorBody(detail=str(exc.detail)), headers)
 
     async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from services.submission import ingest, service
 from services.submission.auth import TenantDep
-from services.submission.deps import EngineDep, SessionDep, SettingsDep
+from services.submission.deps import EngineDep, SessionDep, SettingsDep, known_query
 from services.submission.schemas import (
     MAX_INT32,
     NDJSON,
@@ -44,15 +44,28 @@ def _error(description: str) -> dict[str, Any]:
 router = APIRouter(
     prefix="/v1/jobs",
     tags=["jobs"],
-    responses={401: _error("No API key, or not a valid one."), 422: _error("Bad parameters.")},
+    dependencies=[Depends(known_query)],
+    responses={
+        401: _error("No API key, or not a valid one."),
+        422: _error(
+            "Bad parameters or body, an unknown model, or a limit passed; `errors` names each."
+        ),
+    },
 )
 JobId = Annotated[int, Path(ge=1, le=MAX_INT32, description="The job's id.")]
 NOT_FOUND: Responses = {404: _error("No such job for this tenant.")}
 CONFLICT: Responses = {409: _error("The job's state (or idempotency key) does not allow it.")}
 TOO_LARGE: Responses = {413: _error("The body is over the service's limit.")}
 UPLOAD_BODY: dict[str, Any] = {
-    "content": {NDJSON: {"schema": {"type": "array", "items": ProblemLine.model_json_schema()}}},
-    "description": "One problem per line (JSON Lines); line numbers start at line_offset + 1.",
+    "content": {
+        NDJSON: {
+            "schema": {"type": "array", "minItems": 1, "items": ProblemLine.model_json_schema()}
+        }
+    },
+    "description": (
+        "One problem per line (JSON Lines), at least one; line numbers start at line_offset + 1. "
+        "Ids are unique in a job; an answer string is a number or a solution ending in '#### N'."
+    ),
 }
 # A streaming route's errors are JSON: given with a model, FastAPI would document them as NDJSON.
 _JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
