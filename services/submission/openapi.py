@@ -48,7 +48,7 @@ def _at_most(field: dict[str, Any], limit: int) -> None:
 
 def _only(field: dict[str, Any], names: list[str]) -> None:
     """A nullable string field that takes only these names (only null when there are none)."""
-    choices = [{"type": "null"}]
+    choices: list[dict[str, Any]] = [{"type": "null"}]
     if names:
         choices.insert(0, {"type": "string", "enum": names})
     field.pop("anyOf", None)
