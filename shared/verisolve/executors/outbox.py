@@ -58,8 +58,12 @@ def relay_once(
                 # The broker is down: keep the rest for the next round, commit what went.
                 logger.warning("outbox: %s not published: %s", message.dedupe_key, exc)
                 break
-            message.sent_at = utcnow()
-            message.attempts += 1
+            session.execute(
+                sa.update(OutboxMessage)
+                .where(OutboxMessage.id == message.id)
+                .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1)
+                .execution_options(synchronize_session=False)
+            )
             sent += 1
     return sent
 
