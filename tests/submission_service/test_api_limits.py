@@ -177,3 +177,19 @@ def test_the_schema_lists_the_registered_models_and_the_limits(limited: TestClie
     assert "v" not in generator["enum"]
     assert job["properties"]["n_samples"]["maximum"] == 100
     assert job["properties"]["max_new_tokens"]["maximum"] == 512
+
+
+def test_a_unique_key_conflict_is_a_409_not_a_500(
+    client: TestClient, alice: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.submission import ingest
+
+    def lost_a_race(*_: object, **__: object) -> None:
+        raise sa.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
+
+    monkeypatch.setattr(ingest, "store_chunk", lost_a_race)
+    job_id = client.post("/v1/jobs", json={}, headers=alice.headers).json()["id"]
+    line = b'{"question": "How many?"}\n'
+    response = client.post(f"/v1/jobs/{job_id}/problems", content=line, headers=alice.headers)
+    assert response.status_code == 409
+    assert "retry" in response.json()["detail"]
