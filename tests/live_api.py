@@ -12,15 +12,16 @@ import sqlalchemy as sa
 import uvicorn
 
 from services.submission.api import create_app
+from verisolve.settings import Settings
 
 
 @contextmanager
-def live_api(engine: sa.Engine) -> Iterator[str]:
+def live_api(engine: sa.Engine, settings: Settings | None = None) -> Iterator[str]:
     """Serve the app on the engine; yields the base URL, stops the server afterwards."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(engine), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, settings), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

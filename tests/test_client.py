@@ -53,6 +53,25 @@ def test_chunks_split_by_lines_and_bytes(
     assert b"".join(c.body for c in parts) == path.read_bytes()
 
 
+def test_a_line_over_the_limit_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = write_lines(tmp_path / "p.jsonl", 1)
+    with path.open("ab") as f:
+        f.write(b'{"question": "' + b"x" * 20_000_000 + b'"}\n{"question": "last"}\n')
+    tracemalloc.start()
+    try:
+        parts = list(chunks(path, 100, 10_000, max_line_bytes=1000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024
+    assert [str(e) for c in parts for e in c.errors] == [
+        "line 2: line is 20,000,017 bytes, over the limit of 1,000"
+    ]
+    assert b"".join(c.body for c in parts).split(b"\n")[1:3] == [b"", b'{"question": "last"}']
+
+
 def test_requests_send_the_key_and_retry_server_errors_with_backoff() -> None:
     answers = iter([503, 502, 201])
     seen: list[str | None] = []

@@ -10,10 +10,11 @@ import kombu
 import pytest
 import sqlalchemy as sa
 
+from jobtools import make_job, spec
 from verisolve.db import session_scope
 from verisolve.db.base import utcnow
 from verisolve.metrics_exporter import JobCollector, default_queues
-from verisolve.pipeline.jobs import JobSpec, create_job, start_job
+from verisolve.pipeline.jobs import mark_running
 from verisolve.pipeline.stages import (
     GeneratedCandidate,
     SamplingRequest,
@@ -61,15 +62,15 @@ def job_id(engine: sa.Engine) -> Iterator[int]:
     """A committed running job: 3 of 4 graded problems done, and one unsent outbox row."""
     problems = [ProblemIn(f"p{i}", q, "4", "4", i + 1) for i, q in enumerate(ANSWERS)]
     with session_scope(engine) as session:
-        job = create_job(session, JobSpec(generator="scripted", n_samples=3, name="exp"), problems)
-        ids = start_job(session, job)
+        job = make_job(session, spec("scripted", n_samples=3, name="exp"), problems)
+        ids = mark_running(session, job)
         created = job.id
         session.add(
             OutboxMessage(task="t", queue="generate", payload={}, dedupe_key=f"x:{uuid.uuid4()}")
         )
     for problem_id in ids[:3]:
         with session_scope(engine) as session:
-            generate_problem(session, problem_id, Scripted())
+            generate_problem(session, problem_id, lambda _: Scripted())
         with session_scope(engine) as session:
             aggregate_problem(session, problem_id)
     yield created

@@ -36,6 +36,10 @@ def _errors(lines: list[bytes], **limits: int) -> list[str]:
         ('"-3/4"', "-3/4", "-0.75"),
         ("18", "18", "18"),
         ("2.50", "2.50", "2.5"),
+        ("1e2", "100", "100"),
+        ("1.5E3", "1500", "1500"),
+        ("0.0000001", "0.0000001", "0.0000001"),
+        ("-2.5e-1", "-0.25", "-0.25"),
         ("null", None, None),
     ],
 )
@@ -153,6 +157,35 @@ def test_line_byte_limit() -> None:
     assert _errors([line], max_line_bytes=50) == [
         f"line 1: line is {len(line)} bytes, over the limit of 50"
     ]
+
+
+def test_a_json_number_past_fifty_digits_is_no_answer() -> None:
+    assert _errors([b'{"question": "Q", "answer": 1e400}']) == [
+        "line 1: answer: a number over 50 digits is not an answer"
+    ]
+
+
+def test_an_overlong_line_in_a_file_is_never_read_whole(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "huge.jsonl"
+    with path.open("wb") as f:
+        f.write(GOOD + b"\n")
+        f.write(b'{"question": "' + b"x" * 30_000_000)  # 30 MB, no newline
+    tracemalloc.start()
+    try:
+        errors = _errors_of(path, max_line_bytes=1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert errors == ["line 2: line is 30,000,014 bytes, over the limit of 1,000"]
+    assert peak < 8 * 1024 * 1024
+
+
+def _errors_of(path: Path, **limits: int) -> list[str]:
+    with pytest.raises(ProblemFileError) as info:
+        load_problems(path, **limits)
+    return [str(error) for error in info.value.errors]
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from verisolve.executors.celery_app import app
 from verisolve.executors.celery_worker import stage_transaction
-from verisolve.executors.routes import TaskName
+from verisolve.pipeline.routes import TaskName
 from verisolve.pipeline.stages import aggregate_problem, finalize_job
 
 

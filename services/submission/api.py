@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import sqlalchemy as sa
@@ -14,12 +15,12 @@ from services.submission.deps import EngineDep
 from services.submission.endpoints import router
 from services.submission.ingest import ChunkRejectedError
 from services.submission.limits import BodyLimitMiddleware
+from services.submission.openapi import live_openapi
 from services.submission.schemas import ErrorBody, ErrorItem, Health, Readiness
-from services.submission.service import JobNotFoundError, JobParametersError
 from verisolve import __version__
 from verisolve.db import get_engine
 from verisolve.db.migrate import current_revision, head_revision
-from verisolve.pipeline.jobs import JobError
+from verisolve.pipeline.jobs import JobError, JobInvalid, JobNotFound
 from verisolve.settings import Settings, get_settings
 
 
@@ -37,6 +38,7 @@ def create_app(engine: sa.Engine | None = None, settings: Settings | None = None
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     _add_error_handlers(app)
     app.include_router(router)
+    app.openapi = lambda: live_openapi(app, app.state.engine, settings)  # type: ignore[method-assign]
     app.get("/healthz", tags=["health"])(healthz)
     app.get(
         "/readyz",
@@ -79,12 +81,29 @@ def _error(
     return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the schema gives this path (Starlette names only the first route's)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     """Every error answers with an ErrorBody."""
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return _error(exc.status_code, ErrorBody(detail=str(exc.detail)), exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        if exc.status_code == status.HTTP_400_BAD_REQUEST:  # a body FastAPI could not parse
+            item = ErrorItem(line=None, field="body", reason="not a JSON document")
+            body = ErrorBody(detail="body: not a JSON document", errors=[item], n_errors=1)
+            return _error(422, body)
+        return _error(exc.status_code, ErrorBody(detail=str(exc.detail)), headers)
 
     async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -100,18 +119,21 @@ def _add_error_handlers(app: FastAPI) -> None:
         items = [ErrorItem(line=e.line_no, field=e.field, reason=e.reason) for e in exc.errors]
         return _error(422, ErrorBody(detail=str(exc), errors=items, n_errors=exc.n_errors))
 
-    async def not_found(_: Request, exc: Exception) -> JSONResponse:
-        return _error(404, ErrorBody(detail=str(exc)))
-
-    async def bad_parameters(_: Request, exc: Exception) -> JSONResponse:
-        return _error(422, ErrorBody(detail=str(exc)))
-
-    async def conflict(_: Request, exc: Exception) -> JSONResponse:
-        return _error(409, ErrorBody(detail=str(exc)))
+    async def job_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, JobError)
+        if isinstance(exc, JobInvalid):
+            item = ErrorItem(line=None, field=exc.field, reason=str(exc))
+            return _error(422, ErrorBody(detail=f"{exc.field}: {exc}", errors=[item], n_errors=1))
+        return _error(404 if isinstance(exc, JobNotFound) else 409, ErrorBody(detail=str(exc)))
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ChunkRejectedError, bad_chunk)
-    app.add_exception_handler(JobNotFoundError, not_found)
-    app.add_exception_handler(JobParametersError, bad_parameters)
-    app.add_exception_handler(JobError, conflict)
+    async def write_conflict(_: Request, exc: Exception) -> JSONResponse:
+        # Uploads and creates take turns on the job's row, so this is a belt, never the path:
+        # a concurrent write won a unique key; nothing of this request was stored.
+        detail = "a concurrent request wrote the same rows first; nothing was stored, retry"
+        return _error(409, ErrorBody(detail=detail))
+
+    app.add_exception_handler(JobError, job_error)
+    app.add_exception_handler(sa.exc.IntegrityError, write_conflict)

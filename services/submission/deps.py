@@ -7,8 +7,11 @@ from typing import Annotated, cast
 
 import sqlalchemy as sa
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
+from services.submission.openapi import query_names
 from verisolve.db import session_scope
 from verisolve.settings import Settings
 
@@ -27,6 +30,22 @@ def get_session(request: Request) -> Iterator[Session]:
     """A session for one request: committed when the endpoint returns, rolled back on error."""
     with session_scope(get_engine(request)) as session:
         yield session
+
+
+def known_query(request: Request) -> None:
+    """Refuse query parameters the operation does not take (a typo is not silently ignored)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = query_names(request.app, route.path_format, request.method)
+    unknown = [name for name in request.query_params if name not in known]
+    if unknown:
+        raise RequestValidationError(
+            [
+                {"type": "extra_forbidden", "loc": ("query", name), "msg": "unknown parameter"}
+                for name in unknown
+            ]
+        )
 
 
 EngineDep = Annotated[sa.Engine, Depends(get_engine)]

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from services.submission import ingest, service
 from services.submission.auth import TenantDep
-from services.submission.deps import EngineDep, SessionDep, SettingsDep
+from services.submission.deps import EngineDep, SessionDep, SettingsDep, known_query
 from services.submission.schemas import (
     MAX_INT32,
     NDJSON,
@@ -26,6 +26,8 @@ from services.submission.schemas import (
 )
 from verisolve.db import session_scope
 from verisolve.pipeline.job_rows import candidate_rows, ndjson_lines, problem_counts
+from verisolve.pipeline.jobs import check_pending, lock_job
+from verisolve.pipeline.limits import JobLimits
 from verisolve.pipeline.results import answer_rows
 from verisolve.problems import Limits
 from verisolve.tables import Job, JobStatus
@@ -42,15 +44,28 @@ def _error(description: str) -> dict[str, Any]:
 router = APIRouter(
     prefix="/v1/jobs",
     tags=["jobs"],
-    responses={401: _error("No API key, or not a valid one."), 422: _error("Bad parameters.")},
+    dependencies=[Depends(known_query)],
+    responses={
+        401: _error("No API key, or not a valid one."),
+        422: _error(
+            "Bad parameters or body, an unknown model, or a limit passed; `errors` names each."
+        ),
+    },
 )
 JobId = Annotated[int, Path(ge=1, le=MAX_INT32, description="The job's id.")]
 NOT_FOUND: Responses = {404: _error("No such job for this tenant.")}
 CONFLICT: Responses = {409: _error("The job's state (or idempotency key) does not allow it.")}
 TOO_LARGE: Responses = {413: _error("The body is over the service's limit.")}
 UPLOAD_BODY: dict[str, Any] = {
-    "content": {NDJSON: {"schema": {"type": "array", "items": ProblemLine.model_json_schema()}}},
-    "description": "One problem per line (JSON Lines); line numbers start at line_offset + 1.",
+    "content": {
+        NDJSON: {
+            "schema": {"type": "array", "minItems": 1, "items": ProblemLine.model_json_schema()}
+        }
+    },
+    "description": (
+        "One problem per line (JSON Lines), at least one; line numbers start at line_offset + 1. "
+        "Ids are unique in a job; an answer string is a number or a solution ending in '#### N'."
+    ),
 }
 # A streaming route's errors are JSON: given with a model, FastAPI would document them as NDJSON.
 _JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
@@ -79,8 +94,12 @@ def create_job(
     tenant: TenantDep,
     settings: SettingsDep,
 ) -> JobOut:
-    """Create a pending job; 200 and the same job for an idempotency key used before."""
-    job, created = service.create(session, tenant, body, settings.default_generator)
+    """Create a pending job; 200 and the same job for an idempotency key used before.
+
+    The generator and verifier must be registered model names, and the job within the limits.
+    """
+    limits = JobLimits.from_settings(settings)
+    job, created = service.create(session, tenant, body, settings.default_generator, limits)
     if not created:
         response.status_code = status.HTTP_200_OK
     return JobOut.model_validate(job)
@@ -133,11 +152,14 @@ def upload_problems(
     dry_run: Annotated[bool, Query(description="Validate only; store nothing.")] = False,
 ) -> UploadResult:
     """Add a chunk of problems (NDJSON) to a pending job; a chunk with a bad line adds none."""
-    ingest.check_pending(service.owned_job(session, tenant, job_id))  # before the parsing
+    check_pending(service.owned_job(session, tenant, job_id))  # before the parsing
     limits = Limits(settings.max_question_chars, settings.max_line_bytes)
     problems = ingest.parse_chunk(body, line_offset, limits)
-    job = service.owned_job(session, tenant, job_id, lock=True)
-    stored = ingest.store_chunk(session, job, problems, dry_run=dry_run)
+    # Uploads to one job take turns from here: each sees what the one before it stored.
+    job = lock_job(session, job_id, owner=tenant)
+    stored = ingest.store_chunk(
+        session, job, problems, JobLimits.from_settings(settings), dry_run=dry_run
+    )
     return UploadResult(
         received=stored.received,
         stored=stored.stored,

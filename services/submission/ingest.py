@@ -17,10 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from verisolve.jsonl import ErrorCollector, LineError
-from verisolve.pipeline.jobs import JobError, add_problems
+from verisolve.pipeline.jobs import add_problems, check_pending, count_problems
+from verisolve.pipeline.limits import JobLimits
 from verisolve.pipeline.stages import rowcount
 from verisolve.problems import Limits, ProblemFileError, ProblemIn, parse_lines
-from verisolve.tables import Job, JobStatus, Problem
+from verisolve.tables import Job, Problem
 
 LOOKUP_BATCH = 1000  # ids per IN (...) when looking for problems stored already
 
@@ -44,32 +45,36 @@ class Stored:
 
 
 def parse_chunk(body: bytes, line_offset: int, limits: Limits) -> list[ProblemIn]:
-    """Every problem of a chunk; raises ChunkRejectedError listing every bad line."""
+    """Every problem of a chunk; ChunkRejectedError listing every bad line, or for no problem."""
     try:
-        return parse_lines(enumerate(body.split(b"\n"), start=line_offset + 1), limits)
+        problems = parse_lines(enumerate(body.split(b"\n"), start=line_offset + 1), limits)
     except ProblemFileError as exc:
         raise ChunkRejectedError(exc.errors, exc.n_errors) from None
-
-
-def check_pending(job: Job) -> None:
-    """Raise JobError unless the job still takes problems."""
-    if job.status != JobStatus.PENDING:
-        raise JobError(f"job {job.id} is {job.status}: problems can only be added while pending")
+    if not problems:
+        raise ChunkRejectedError([LineError(line_offset + 1, "the chunk holds no problem")], 1)
+    return problems
 
 
 def store_chunk(
-    session: Session, job: Job, problems: Sequence[ProblemIn], *, dry_run: bool = False
+    session: Session,
+    job: Job,
+    problems: Sequence[ProblemIn],
+    limits: JobLimits,
+    *,
+    dry_run: bool = False,
 ) -> Stored:
-    """Store the problems the job lacks; the job must be locked by the caller (see owned_job)."""
+    """Store the problems the job lacks; the caller holds the job's lock (see jobs.lock_job)."""
     check_pending(job)
     if session.get_bind().dialect.name == "postgresql":
-        return _store_by_copy(session, job, problems, dry_run)
+        return _store_by_copy(session, job, problems, limits, dry_run)
     ids = [p.external_id for p in problems]
     known = _check_against_stored(problems, _stored_rows(session, job.id, ids))
     fresh = [p for p in problems if p.external_id not in known]
-    if fresh and not dry_run:
-        add_problems(session, job, fresh)
-    return Stored(len(problems), 0 if dry_run else len(fresh), len(known))
+    if dry_run:
+        limits.check_problems(job.n_problems + len(fresh))
+        return Stored(len(problems), 0, len(known))
+    stored = add_problems(session, job, fresh, limits)
+    return Stored(len(problems), stored, len(problems) - stored)
 
 
 def _stored_rows(session: Session, job_id: int, ids: Sequence[str]) -> Iterator[Sequence[Any]]:
@@ -108,7 +113,7 @@ def _conflict(problem: ProblemIn, reason: str) -> LineError:
 
 
 def _store_by_copy(
-    session: Session, job: Job, problems: Sequence[ProblemIn], dry_run: bool
+    session: Session, job: Job, problems: Sequence[ProblemIn], limits: JobLimits, dry_run: bool
 ) -> Stored:
     """COPY the chunk into a temporary table; one join finds the ids stored already."""
     # A join, not `external_id IN (...)`: once psycopg prepares the statement, PostgreSQL may
@@ -116,17 +121,12 @@ def _store_by_copy(
     _copy_to_staging(session, problems)
     stored = session.execute(_STORED, {"job_id": job.id})
     known = _check_against_stored(problems, stored)
+    limits.check_problems(job.n_problems + len(problems) - len(known))
     if dry_run or len(known) == len(problems):
         return Stored(len(problems), 0, len(known))
     inserted = rowcount(session.execute(_INSERT, {"job_id": job.id}))
-    session.execute(
-        sa.update(Job)
-        .where(Job.id == job.id)
-        .values(n_problems=Job.n_problems + inserted)
-        .execution_options(synchronize_session=False)
-    )
-    session.refresh(job, ["n_problems"])
-    return Stored(len(problems), inserted, len(known))
+    count_problems(session, job, inserted)
+    return Stored(len(problems), inserted, len(problems) - inserted)
 
 
 def _copy_to_staging(session: Session, problems: Sequence[ProblemIn]) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from verisolve.jsonl import InvalidLineError, check_storable
 from verisolve.selection import Strategy
@@ -13,6 +20,7 @@ from verisolve.tables import JobStatus
 
 NDJSON = "application/x-ndjson"
 MAX_INT32 = 2**31 - 1  # integer columns (ids, line numbers) are 32-bit on PostgreSQL
+NO_NUL = "^[^\\x00]*$"  # PostgreSQL text cannot hold NUL
 
 
 def _storable(value: str) -> str:
@@ -29,32 +37,61 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _json_number(value: object) -> object:
+    """Only a JSON number is a number: not `true`, not "3" (2.0 is the integer 2, as in JSON)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number")
+    return value
+
+
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
+JsonFloat = Annotated[float, BeforeValidator(_json_number)]
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=256), AfterValidator(_storable)
 ]
 
 
 class JobCreate(BaseModel):
-    """A new job's parameters; problems are uploaded afterwards."""
+    """A new job's parameters; problems are uploaded afterwards.
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    Numbers are strict: `true` is not a number of samples, nor "3". The models must be
+    registered names; the schema served at /openapi.json lists them, with the limits.
+    """
 
-    name: Annotated[str, StringConstraints(max_length=256), AfterValidator(_storable)] = ""
-    generator: ModelName | None = Field(
-        default=None, description="Generator model; the service's default when absent."
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        # A strategy that reads verifier scores needs a verifier (else 422, naming `strategy`).
+        json_schema_extra={
+            "if": {
+                "properties": {"strategy": {"enum": [s.value for s in Strategy if s.needs_scores]}},
+                "required": ["strategy"],
+            },
+            "then": {"properties": {"verifier": {"type": "string"}}, "required": ["verifier"]},
+        },
     )
-    verifier: ModelName | None = Field(default=None, description="Verifier model, if any.")
-    n_samples: int = Field(default=16, ge=1, le=10_000)
-    temperature: float = Field(default=0.7, ge=0, le=10)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int = Field(default=0, ge=0, le=1_000_000)
-    max_new_tokens: int = Field(default=256, ge=1, le=1_000_000)
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+
+    name: Annotated[
+        str, StringConstraints(max_length=256, pattern=NO_NUL), AfterValidator(_storable)
+    ] = ""
+    generator: ModelName | None = Field(
+        default=None,
+        description="A registered generator's name; the service's default when absent.",
+    )
+    verifier: ModelName | None = Field(
+        default=None, description="A registered verifier's name, if any."
+    )
+    n_samples: JsonInt = Field(default=16, ge=1, le=10_000)
+    temperature: JsonFloat = Field(default=0.7, ge=0, le=10)
+    top_p: JsonFloat = Field(default=1.0, gt=0, le=1)
+    top_k: JsonInt = Field(default=0, ge=0, le=1_000_000)
+    max_new_tokens: JsonInt = Field(default=256, ge=1, le=1_000_000)
+    seed: JsonInt = Field(default=0, ge=0, le=2**63 - 1)
     strategy: Strategy | None = Field(
         default=None, description="Default: topk-vote with a verifier, majority without."
     )
-    vote_k: int = Field(default=5, ge=1, le=10_000)
+    vote_k: JsonInt = Field(default=5, ge=1, le=10_000)
     idempotency_key: str | None = Field(
         default=None,
         min_length=1,
@@ -69,7 +106,7 @@ class ProblemLine(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    question: str
+    question: str = Field(min_length=1, pattern=r"\S", description="Not blank.")
     answer: str | float | None = Field(
         default=None, description="Gold answer: a number, or a solution ending in '#### N'."
     )

@@ -157,7 +157,7 @@ def load_candidates(
     limit = get_settings().max_line_bytes if max_line_bytes is None else max_line_bytes
     state = _FileState()
     errors = ErrorCollector()
-    for line_no, raw in numbered_lines(source):
+    for line_no, raw in numbered_lines(source, limit):
         try:
             obj = read_object(raw, line_no, max_line_bytes=limit)
             if obj is not None:

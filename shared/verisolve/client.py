@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 import httpx
 
-from verisolve.jsonl import LineError
+from verisolve.jsonl import LineError, OverlongLine, numbered_lines
+from verisolve.settings import get_settings
 
 NDJSON = "application/x-ndjson"
 CHUNK_LINES = 5000
@@ -44,11 +45,16 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class Chunk:
-    """Consecutive lines of a file: `offset` lines come before them."""
+    """Consecutive lines of a file: `offset` lines come before them.
+
+    A line over the byte limit is refused here, never read whole: it travels as a blank line
+    (so the lines after it keep their numbers) and its error is in `errors`.
+    """
 
     offset: int
     n_lines: int
     body: bytes
+    errors: tuple[LineError, ...] = ()
 
 
 @dataclass
@@ -64,20 +70,29 @@ class UploadSummary:
 
 
 def chunks(
-    path: Path, max_lines: int = CHUNK_LINES, max_bytes: int = CHUNK_BYTES
+    path: Path,
+    max_lines: int = CHUNK_LINES,
+    max_bytes: int = CHUNK_BYTES,
+    max_line_bytes: int | None = None,
 ) -> Iterator[Chunk]:
     """A file's lines in chunks of at most max_lines lines and max_bytes (a longer line alone)."""
+    limit = get_settings().max_line_bytes if max_line_bytes is None else max_line_bytes
     offset, size = 0, 0
     lines: list[bytes] = []
-    with path.open("rb") as f:
-        for line in f:
-            if lines and (len(lines) >= max_lines or size + len(line) > max_bytes):
-                yield Chunk(offset, len(lines), b"".join(lines))
-                offset, lines, size = offset + len(lines), [], 0
-            lines.append(line)
-            size += len(line)
+    errors: list[LineError] = []
+    for line_no, raw in numbered_lines(path, limit):
+        line = raw if isinstance(raw, bytes) else b"\n"
+        if lines and (len(lines) >= max_lines or size + len(line) > max_bytes):
+            yield Chunk(offset, len(lines), b"".join(lines), tuple(errors))
+            offset, lines, size, errors = offset + len(lines), [], 0, []
+        if isinstance(raw, OverlongLine):
+            errors.append(
+                LineError(line_no, f"line is {raw.size:,} bytes, over the limit of {limit:,}")
+            )
+        lines.append(line)
+        size += len(line)
     if lines:
-        yield Chunk(offset, len(lines), b"".join(lines))
+        yield Chunk(offset, len(lines), b"".join(lines), tuple(errors))
 
 
 class Client:
@@ -160,6 +175,8 @@ class Client:
         summary = UploadSummary()
         sizes = (chunk_lines or CHUNK_LINES, chunk_bytes or CHUNK_BYTES)
         for chunk in chunks(path, *sizes):
+            summary.errors.extend(chunk.errors)
+            summary.n_errors += len(chunk.errors)
             try:
                 result = self.upload_chunk(job_id, chunk, dry_run=summary.n_errors > 0)
             except ApiError as exc:

@@ -17,6 +17,7 @@ from verisolve.jsonl import (
     InvalidLineError,
     JsonlFileError,
     LineError,
+    RawLine,
     Source,
     check_fields,
     numbered_lines,
@@ -87,9 +88,7 @@ def grade_completion(completion: str, gold: str) -> tuple[str | None, bool]:
     return predicted, is_correct(predicted, gold)
 
 
-def grade_line(
-    raw: bytes | str, line_no: int, *, max_line_bytes: int
-) -> GradedLine | LineError | None:
+def grade_line(raw: RawLine, line_no: int, *, max_line_bytes: int) -> GradedLine | LineError | None:
     """One line graded: its verdict, the line's error, or None for a blank line."""
     try:
         obj = read_object(raw, line_no, max_line_bytes=max_line_bytes)
@@ -113,7 +112,7 @@ def grade_file(source: Source, *, max_line_bytes: int | None = None) -> GradeRep
     limit = get_settings().max_line_bytes if max_line_bytes is None else max_line_bytes
     graded: list[GradedLine] = []
     errors = ErrorCollector()
-    for line_no, raw in numbered_lines(source):
+    for line_no, raw in numbered_lines(source, limit):
         line = grade_line(raw, line_no, max_line_bytes=limit)
         if isinstance(line, LineError):
             errors.add(line)

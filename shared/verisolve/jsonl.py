@@ -73,17 +73,52 @@ class ErrorCollector:
             self.errors.append(error)
 
 
-def numbered_lines(source: Source) -> Iterator[tuple[int, bytes | str]]:
-    """(line number, raw line) for a path or for lines already in memory."""
-    if isinstance(source, str | os.PathLike):
-        with Path(source).open("rb") as f:
-            yield from enumerate(f, start=1)
-    else:
+@dataclass(frozen=True, slots=True)
+class OverlongLine:
+    """A line over the byte limit, measured but never held: only its size is kept."""
+
+    size: int
+
+
+RawLine = bytes | str | OverlongLine
+_DRAIN_CHUNK = 1 << 20
+
+
+def numbered_lines(
+    source: Source, max_line_bytes: int | None = None
+) -> Iterator[tuple[int, RawLine]]:
+    """(line number, raw line) for a path or for lines already in memory.
+
+    From a file with `max_line_bytes`, a longer line is read in bounded pieces and comes back as
+    an OverlongLine, so a huge line without a newline never sits in memory whole.
+    """
+    if not isinstance(source, str | os.PathLike):
         yield from enumerate(source, start=1)
+        return
+    with Path(source).open("rb") as f:
+        if max_line_bytes is None:
+            yield from enumerate(f, start=1)
+            return
+        line_no = 0
+        while raw := f.readline(max_line_bytes + 1):
+            line_no += 1
+            yield line_no, raw if len(raw) <= max_line_bytes else _drain(f, raw)
 
 
-def read_object(raw: bytes | str, line_no: int, *, max_line_bytes: int) -> dict[str, Any] | None:
+def _drain(f: Any, start: bytes) -> OverlongLine:
+    """Skip the rest of an overlong line, counting its bytes."""
+    size = len(start)
+    piece = start
+    while piece and not piece.endswith(b"\n"):
+        piece = f.readline(_DRAIN_CHUNK)
+        size += len(piece)
+    return OverlongLine(size)
+
+
+def read_object(raw: RawLine, line_no: int, *, max_line_bytes: int) -> dict[str, Any] | None:
     """The JSON object on one line, None for a blank line; raises InvalidLineError."""
+    if isinstance(raw, OverlongLine):
+        raise InvalidLineError(f"line is {raw.size:,} bytes, over the limit of {max_line_bytes:,}")
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
     if size > max_line_bytes:
         raise InvalidLineError(f"line is {size:,} bytes, over the limit of {max_line_bytes:,}")

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session
 
 from verisolve import metrics as m
-from verisolve.executors.routes import QueueName, physical_queue
+from verisolve.pipeline.routes import QueueName, physical_queue
 from verisolve.tables import Candidate, Job, JobStatus, OutboxMessage, Problem, ProblemStatus
 from verisolve.tables import Selection as Sel
 

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from verisolve.answers import parse_gold
+from verisolve.answers import MAX_DIGITS, parse_gold
 from verisolve.jsonl import (
     ErrorCollector,
     InvalidLineError,
     JsonlFileError,
     LineError,
+    RawLine,
     Source,
     check_fields,
     check_storable,
@@ -78,10 +79,10 @@ def load_problems(
 ) -> list[ProblemIn]:
     """Every problem of a file (a path, or its lines); raises ProblemFileError on any bad line."""
     limits = Limits.resolve(max_question_chars, max_line_bytes)
-    return parse_lines(numbered_lines(source), limits)
+    return parse_lines(numbered_lines(source, limits.max_line_bytes), limits)
 
 
-def parse_lines(lines: Iterable[tuple[int, bytes | str]], limits: Limits) -> list[ProblemIn]:
+def parse_lines(lines: Iterable[tuple[int, RawLine]], limits: Limits) -> list[ProblemIn]:
     """Every problem of numbered raw lines; raises ProblemFileError on any bad line."""
     seen_ids: dict[str, int] = {}
     problems: list[ProblemIn] = []
@@ -98,7 +99,7 @@ def parse_lines(lines: Iterable[tuple[int, bytes | str]], limits: Limits) -> lis
 
 
 def validate_line(
-    raw: bytes | str, line_no: int, seen_ids: dict[str, int], limits: Limits | None = None
+    raw: RawLine, line_no: int, seen_ids: dict[str, int], limits: Limits | None = None
 ) -> ProblemIn | LineError | None:
     """One line checked: a problem, the line's error, or None for a blank line."""
     # seen_ids maps every id taken so far to its line and gains this line's id, so an upload
@@ -121,7 +122,9 @@ def validate_line(
 def gold_field(obj: dict[str, Any], name: str) -> tuple[str, str] | None:
     """A gold answer field: (as written, canonical), None when absent; a JSON number counts."""
     value = obj.get(name)
-    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+    if isinstance(value, Decimal):
+        value = _positional(value, name)
+    elif isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     elif value is not None and not isinstance(value, str):
         raise InvalidLineError(f"must be a string or a number, not {json_type(value)}", name)
@@ -136,6 +139,13 @@ def gold_field(obj: dict[str, Any], name: str) -> tuple[str, str] | None:
             "not a number, nor a solution whose last line is '#### N' (or 'A: N')", name
         )
     return value, gold
+
+
+def _positional(value: Decimal, name: str) -> str:
+    """A JSON number in any form (1e2, 1.5E3, 0.0000001) written out in digits: "100"."""
+    if abs(value.adjusted()) > MAX_DIGITS:
+        raise InvalidLineError(f"a number over {MAX_DIGITS} digits is not an answer", name)
+    return format(value, "f")
 
 
 def id_field(obj: dict[str, Any]) -> str | None:

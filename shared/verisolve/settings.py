@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(default=1_000_000, gt=0)
     max_upload_bytes: int = Field(default=16 * 1024 * 1024, gt=0)  # one request body of the API
 
+    # Limits on a job, enforced when it is created (see verisolve.pipeline.limits).
+    max_samples: int = Field(default=1000, gt=0)  # candidates per problem
+    max_new_tokens: int = Field(default=2048, gt=0)  # tokens per candidate
+    max_sample_tokens: int = Field(default=262_144, gt=0)  # samples x new tokens, per problem
+    max_problems_per_job: int = Field(default=1_000_000, gt=0)
+    max_active_jobs: int = Field(default=100, gt=0)  # pending or running jobs per tenant
+
     # Calculator bounds (see verisolve.calculator).
     calc_max_expr_chars: int = Field(default=200, gt=0)
     calc_max_digits: int = Field(default=30, gt=0)

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from verisolve.cli.app import app
 from verisolve.cli.bench_pipeline import PipelineTiming, bench_problems
 from verisolve.db import create_engine, session_scope
-from verisolve.tables import Job, OutboxMessage
+from verisolve.modelstore import registry
+from verisolve.tables import Job, ModelArtifact, OutboxMessage
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -57,6 +59,9 @@ def test_the_benchmark_reports_its_overhead(
         # Its jobs and their messages are removed afterwards.
         assert session.query(Job).count() == jobs_before
         assert session.query(OutboxMessage).count() == messages_before
+        # The model directory was registered under its name, as every job's models are.
+        assert registry.get(session, "tiny-bench") is not None
+        session.execute(sa.delete(ModelArtifact).where(ModelArtifact.name == "tiny-bench"))
     engine.dispose()
 
 

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from jobtools import register_fake
 from live_api import live_api
 from verisolve.apikeys import create_key
 from verisolve.cli.app import app
@@ -30,6 +31,7 @@ from verisolve.pipeline.stages import (
     SamplingRequest,
     job_candidates,
 )
+from verisolve.settings import get_settings
 from verisolve.tables import Job, JobStatus, OutboxMessage, Problem
 
 runner = CliRunner()
@@ -42,7 +44,7 @@ class TimesThree:
 
     def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]:
         n = int(request.question.split()[2])
-        answers = [3 * n + (i == 1) for i in range(request.n)]
+        answers = [3 * n + (i == 1) for i in range(request.sampling.n)]
         return [GeneratedCandidate(i, f"#### {a}", 3, "answer") for i, a in enumerate(answers)]
 
 
@@ -59,6 +61,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sa.Engin
     monkeypatch.setenv("VERISOLVE_DATABASE_URL", url)
     with session_scope(engine) as session:
         monkeypatch.setenv("VERISOLVE_API_KEY", create_key(session, "remote").token)
+        register_fake(session, get_settings().default_generator, "generator")
     monkeypatch.setattr("verisolve.client.CHUNK_LINES", 2)  # several chunks from a small file
     with live_api(engine) as base_url:
         monkeypatch.setenv("VERISOLVE_API_URL", base_url)

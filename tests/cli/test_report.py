@@ -12,16 +12,17 @@ from typer.testing import CliRunner
 
 from verisolve.cli.app import app
 from verisolve.db import get_engine, session_scope
-from verisolve.db.migrate import ensure_schema
+from verisolve.db.migrate import prepare_schema
 from verisolve.executors.inline import InlineExecutor
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
-from verisolve.pipeline import JobSpec, create_job
 from verisolve.problems import ProblemIn
 from verisolve.tables import Candidate, Job, Selection
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "pipeline"))
 from doubles import ScriptedGenerator, ScriptedScorer
+
+from jobtools import make_job, spec
 
 runner = CliRunner()
 PROBLEMS = [
@@ -44,10 +45,9 @@ SCORES = {"4": 0.9, "5": 0.1, "9": 0.8, "8": 0.3, "2": 0.5, "1": 0.4, "7": 0.95}
 def job_id() -> int:
     """A finished job: four problems, four candidates each, scored by a scripted verifier."""
     engine = get_engine()
-    ensure_schema(engine)
+    prepare_schema(engine)
     with session_scope(engine) as session:
-        spec = JobSpec(generator="g", verifier="v", n_samples=4, seed=3)
-        job = create_job(session, spec, PROBLEMS)
+        job = make_job(session, spec("g", "v", n_samples=4, seed=3), PROBLEMS)
     executor = InlineExecutor(
         engine, lambda _: ScriptedGenerator(ANSWERS), lambda _: ScriptedScorer(SCORES)
     )

@@ -37,9 +37,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def registered(tiny_model: Path) -> str:
-    from verisolve.db.migrate import ensure_schema
+    from verisolve.db.migrate import prepare_schema
 
-    ensure_schema(get_engine())
+    prepare_schema(get_engine())
     with session_scope() as session:
         registry.register(session, Manifest.load(tiny_model), tiny_model)
     loading.load_generator.cache_clear()
@@ -116,3 +116,28 @@ def test_solve_same_job_twice_does_not_generate_again(tmp_path: Path, registered
     assert "Resuming job" in output
     with session_scope() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Candidate)) == 30
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--generator", "../../etc/passwd"],
+            "--generator: '../../etc/passwd' is not a model name",
+        ),
+        (["--generator", "/etc"], "--generator: '/etc' is not a model name"),
+        (["--generator", "~"], "--generator: '~' is not a model name"),
+        (["--generator", ""], "--generator: '' is not a model name"),
+        (["--generator", "tiny", "--verifier", "../v"], "--verifier: '../v' is not a model name"),
+        (["--generator", "tiny", "--verifier", " "], "--verifier: ' ' is not a model name"),
+        (["--generator", "unknown-model"], "no model 'unknown-model' is registered"),
+    ],
+)
+def test_solve_refuses_a_model_that_is_not_a_registered_name_in_one_line(
+    registered: str, options: list[str], message: str
+) -> None:
+    result = runner.invoke(app, ["solve", str(SAMPLES), *options])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

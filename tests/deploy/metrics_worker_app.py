@@ -13,6 +13,7 @@ from functools import lru_cache
 from celery import Celery
 
 from verisolve.executors import instrumentation
+from verisolve.inference.sampling import SamplingParams
 from verisolve.pipeline.stages import GeneratedCandidate, SamplingRequest
 
 TOKENS_PER_CANDIDATE = 50
@@ -39,7 +40,7 @@ class Scripted:
                 "answer",
                 calc_calls=1,
             )
-            for i in range(request.n)
+            for i in range(request.sampling.n)
         ]
 
 
@@ -52,4 +53,6 @@ def generator() -> instrumentation.InstrumentedGenerator:
 @app.task(name="e2e.generate")
 def generate(n: int) -> int:
     """Sample one problem's candidates."""
-    return len(generator().generate(SamplingRequest("q", "e2e", n, 0.7, 1.0, 0, 64, 0)))
+    return len(
+        generator().generate(SamplingRequest("q", "e2e", SamplingParams(n=n, max_new_tokens=64)))
+    )

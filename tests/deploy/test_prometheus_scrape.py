@@ -29,8 +29,9 @@ import sqlalchemy as sa
 import yaml
 from celery import Celery
 
+from jobtools import make_job, spec
 from verisolve.db import create_engine, session_scope
-from verisolve.pipeline.jobs import JobSpec, create_job, start_job
+from verisolve.pipeline.jobs import mark_running
 from verisolve.pipeline.stages import (
     GeneratedCandidate,
     SamplingRequest,
@@ -52,7 +53,7 @@ class Fours:
     """A generator double whose candidates all answer 4."""
 
     def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]:
-        return [GeneratedCandidate(i, "#### 4", 3, "answer") for i in range(request.n)]
+        return [GeneratedCandidate(i, "#### 4", 3, "answer") for i in range(request.sampling.n)]
 
 
 @pytest.fixture
@@ -61,11 +62,11 @@ def job_id(postgres_url: str) -> Iterator[int]:
     engine = create_engine(postgres_url)
     problems = [ProblemIn(f"p{i}", f"question {i}", "4", "4", i + 1) for i in range(4)]
     with session_scope(engine) as session:
-        job = create_job(session, JobSpec(generator="fours", n_samples=2, name="e2e"), problems)
-        ids, created = start_job(session, job), job.id
+        job = make_job(session, spec("fours", n_samples=2, name="e2e"), problems)
+        ids, created = mark_running(session, job), job.id
     for problem_id in ids[:2]:
         with session_scope(engine) as session:
-            generate_problem(session, problem_id, Fours())
+            generate_problem(session, problem_id, lambda _: Fours())
         with session_scope(engine) as session:
             aggregate_problem(session, problem_id)
     yield created

@@ -26,6 +26,7 @@ from verisolve.cli.app import app
 from verisolve.cli.remote import submit_remote
 from verisolve.db import session_scope
 from verisolve.executors.local_stack import LocalStack
+from verisolve.inference.sampling import SamplingParams
 from verisolve.pipeline import JobSpec
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.slow]
@@ -41,7 +42,7 @@ def test_a_job_submitted_through_the_api_is_solved_by_the_workers(
     with session_scope(db) as session:
         monkeypatch.setenv("VERISOLVE_API_KEY", create_key(session, "e2e").token)
     problems = write_problems(tmp_path / "problems.jsonl", 4)
-    spec = JobSpec(generator=GENERATOR, verifier=VERIFIER, n_samples=2, max_new_tokens=24)
+    spec = JobSpec(GENERATOR, VERIFIER, SamplingParams(n=2, max_new_tokens=24))
     with live_api(db) as url:
         job_id = submit_remote(url, problems, spec)
         wait_done(db, stack, job_id)

@@ -22,10 +22,12 @@ from verisolve.db import create_engine, session_scope
 from verisolve.db.migrate import upgrade
 from verisolve.executors.inline import InlineExecutor
 from verisolve.executors.local_stack import LocalStack
-from verisolve.executors.routes import QueueName
+from verisolve.inference.sampling import SamplingParams
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
 from verisolve.pipeline import JobSpec, create_job
+from verisolve.pipeline.limits import JobLimits
+from verisolve.pipeline.routes import QueueName
 from verisolve.problems import load_problems
 from verisolve.tables import Candidate, Job, JobStatus, Problem, ProblemStatus, Selection
 
@@ -175,7 +177,7 @@ def assert_complete(engine: sa.Engine, job_id: int, n_problems: int, n_samples: 
 
 
 def test_a_celery_job_matches_the_inline_executor(
-    db: sa.Engine, stack: LocalStack, tmp_path: Path
+    db: sa.Engine, stack: LocalStack, tmp_path: Path, tiny_models: dict[str, Path]
 ) -> None:
     from verisolve.executors.loading import load_generator, load_scorer
 
@@ -188,12 +190,13 @@ def test_a_celery_job_matches_the_inline_executor(
     inline_url = f"sqlite:///{tmp_path / 'inline.db'}"
     upgrade(inline_url)
     inline_engine = create_engine(inline_url)
-    spec = JobSpec(
-        generator=GENERATOR, verifier=VERIFIER, n_samples=4, max_new_tokens=24,
-        temperature=0.9, seed=11, name="problems.jsonl",
-    )  # fmt: skip
+    sampling = SamplingParams(n=4, max_new_tokens=24, temperature=0.9, seed=11)
+    spec = JobSpec(GENERATOR, VERIFIER, sampling, name="problems.jsonl")
     with session_scope(inline_engine) as session:
-        inline_id = create_job(session, spec, load_problems(problems_file)).id
+        for path in tiny_models.values():
+            registry.register(session, Manifest.load(path), path)
+        job, _ = create_job(session, spec, load_problems(problems_file), limits=JobLimits())
+        inline_id = job.id
     InlineExecutor(inline_engine, load_generator, load_scorer).run(inline_id)
     celery, inline = results(db, job_id), results(inline_engine, inline_id)
     inline_engine.dispose()

@@ -11,6 +11,7 @@ from celery import Celery
 
 from verisolve import metrics
 from verisolve.executors import instrumentation
+from verisolve.inference.sampling import SamplingParams
 from verisolve.pipeline.stages import GeneratedCandidate, SamplingRequest
 
 
@@ -93,7 +94,7 @@ def test_the_wrapped_generator_returns_its_output_and_records_it() -> None:
     inner = TwoSamples()
     generator = instrumentation.instrument_generator(inner, provider="cpu")
     tokens = value("verisolve_generated_tokens_total", {})
-    request = SamplingRequest("q", "1:a", 2, 0.7, 1.0, 0, 32, 0)
+    request = SamplingRequest("q", "1:a", SamplingParams(n=2, max_new_tokens=32))
     outputs = generator.generate(request)
     assert [c.text for c in outputs] == ["#### 0", "#### 1"]
     assert inner.calls == 1

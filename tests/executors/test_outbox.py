@@ -10,14 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from verisolve.db import session_scope
-from verisolve.executors.outbox import (
-    PublishError,
-    enqueue,
-    enqueue_many,
-    prune_sent,
-    relay_once,
-    unsent_count,
-)
+from verisolve.executors.outbox import PublishError, prune_sent, relay_once
+from verisolve.pipeline.outbox import enqueue, enqueue_many, unsent_count
 from verisolve.pipeline.stages import NextStep
 from verisolve.tables import OutboxMessage
 

@@ -9,13 +9,14 @@ import pytest
 import sqlalchemy as sa
 from doubles import ScriptedGenerator
 
+from jobtools import make_job, spec
 from verisolve.db import session_scope
 from verisolve.db.base import utcnow
-from verisolve.executors.outbox import enqueue, enqueue_many, relay_once
-from verisolve.executors.reconciler import finalize_done_jobs, reconcile, resume_job
+from verisolve.executors.outbox import relay_once
+from verisolve.executors.reconciler import finalize_done_jobs, reconcile
 from verisolve.executors.relay import busy_queues
-from verisolve.pipeline import JobSpec, create_job, start_job
-from verisolve.pipeline.jobs import JobError
+from verisolve.pipeline.jobs import JobError, resume_job, start_job
+from verisolve.pipeline.outbox import enqueue
 from verisolve.pipeline.stages import NextStep, aggregate_problem, generate_problem
 from verisolve.problems import ProblemIn
 from verisolve.tables import Job, JobStatus, OutboxMessage, Problem, ProblemStatus
@@ -40,8 +41,8 @@ def job_id(engine: sa.Engine) -> Iterator[int]:
     """A running job without a verifier, its generate steps sent long ago; removed afterwards."""
     with session_scope(engine) as session:
         session.execute(sa.delete(OutboxMessage))
-        job = create_job(session, JobSpec(generator="g", n_samples=2), PROBLEMS)
-        enqueue_many(session, [NextStep("generate", i) for i in start_job(session, job)])
+        job = make_job(session, spec("g", n_samples=2), PROBLEMS)
+        start_job(session, job)
         created = job.id
     relay_once(engine, NullPublisher())
     age(engine, created, seconds=600)
@@ -126,7 +127,7 @@ def test_done_jobs_are_finalized(engine: sa.Engine, job_id: int) -> None:
     assert finalize_done_jobs(engine) == 0
     for problem_id in problem_ids(engine, job_id):
         with session_scope(engine) as session:
-            step = generate_problem(session, problem_id, ScriptedGenerator(ANSWERS))
+            step = generate_problem(session, problem_id, lambda _: ScriptedGenerator(ANSWERS))
             assert step == NextStep("aggregate", problem_id)
         with session_scope(engine) as session:
             aggregate_problem(session, problem_id)
@@ -143,7 +144,7 @@ def test_done_jobs_are_finalized(engine: sa.Engine, job_id: int) -> None:
 def test_resume_enqueues_each_problem_at_its_stage(engine: sa.Engine, job_id: int) -> None:
     first, second, _ = problem_ids(engine, job_id)
     with session_scope(engine) as session:
-        generate_problem(session, first, ScriptedGenerator(ANSWERS))
+        generate_problem(session, first, lambda _: ScriptedGenerator(ANSWERS))
         session.execute(
             sa.update(Problem).where(Problem.id == second).values(status=ProblemStatus.DONE)
         )

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from verisolve.db import session_scope
-from verisolve.executors.outbox import enqueue_many
 from verisolve.executors.relay import RelayTimings, run_relay
+from verisolve.pipeline.outbox import enqueue_many
 from verisolve.pipeline.stages import NextStep
 from verisolve.tables import OutboxMessage
 

@@ -199,3 +199,22 @@ def test_swap_remove_moves_only_tail_rows_into_holes(alive: list[int], order: li
     got = swap_remove_order(np.array(alive, dtype=np.bool_))
     assert got.tolist() == order
     assert sorted(got.tolist()) == [i for i, a in enumerate(alive) if a]
+
+
+def test_token_buffers_grow_as_rows_decode_not_n_times_max_new_tokens(
+    tokenizer: TextTokenizer,
+) -> None:
+    import tracemalloc
+
+    long = "He counts: " + " ".join(str(i) for i in range(60)) + ".\n#### 59\n"
+    # 8 rows x 10^7 tokens would be 640 MB of int64 if allocated up front.
+    params = SamplingParams(n=8, temperature=1.0, max_new_tokens=10_000_000)
+    tracemalloc.start()
+    try:
+        cands, _ = run(tokenizer, [long], params)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(tokenizer.encode(long)) > 64  # past the first buffer: it grew on the way
+    assert {c.text for c in cands} == {long[:-1]}
+    assert peak < 64 * 1024 * 1024

@@ -113,7 +113,7 @@ def test_resolve_a_registered_name(session: Session, tmp_path: Path) -> None:
 
 def test_resolve_a_name_whose_directory_is_gone(session: Session, tmp_path: Path) -> None:
     registry.register(session, _manifest("gone"), tmp_path / "gone")
-    with pytest.raises(ModelNotFoundError, match=r"registered at .*has no manifest\.json"):
+    with pytest.raises(ModelNotFoundError, match=r"registered, but its directory has no manifest"):
         registry.resolve(session, "gone")
 
 
@@ -124,3 +124,23 @@ def test_resolve_an_unknown_name_lists_the_known_models(session: Session, tmp_pa
         registry.register(session, _manifest(name), tmp_path / name)
     with pytest.raises(ModelNotFoundError, match=r"no model 'nope'.*known models: one, two"):
         registry.resolve(session, "nope")
+
+
+def test_workers_resolve_registered_names_only(session: Session, tmp_path: Path) -> None:
+    manifest = _manifest("gen")
+    path = _model_dir(tmp_path / "gen", manifest)
+    registry.register(session, manifest, path)
+    assert registry.resolve_name(session, "gen") == path.resolve()
+    # A model directory on the worker's disk is not a name, registered or not.
+    for name in (str(path), "../gen", "~", "", " ", "/etc"):
+        with pytest.raises(ModelNotFoundError, match="is registered"):
+            registry.resolve_name(session, name)
+    with pytest.raises(ModelNotFoundError) as info:
+        registry.resolve_name(session, "nope")
+    assert "gen" not in str(info.value).replace("'nope'", "")  # no other model is named
+
+
+@pytest.mark.parametrize("name", ["../up", "a/b", "", ".hidden", "-x", "sp ace"])
+def test_a_manifest_name_must_be_a_name(session: Session, tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="not a model name"):
+        registry.register(session, _manifest(name), tmp_path / "m")

@@ -25,7 +25,7 @@ class ScriptedGenerator:
                 n_tokens=5,
                 finish_reason="answer",
             )
-            for i in range(request.n)
+            for i in range(request.sampling.n)
         ]
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 from doubles import ScriptedGenerator, ScriptedScorer
 from sqlalchemy.orm import Session
 
-from verisolve.pipeline import JobSpec, create_job, start_job
-from verisolve.pipeline.jobs import JobError, cancel_job
+from jobtools import make_job as new_job
+from jobtools import spec
+from verisolve.pipeline.jobs import JobError, cancel_job, mark_running
+from verisolve.pipeline.limits import JobLimits
 from verisolve.pipeline.stages import (
     NextStep,
     aggregate_problem,
@@ -30,8 +34,8 @@ SCORES = {"4": 0.9, "5": 0.2, "9": 0.8}
 
 
 def make_job(session: Session, verifier: str | None = "v") -> Job:
-    job = create_job(session, JobSpec(generator="g", verifier=verifier, n_samples=3), PROBLEMS)
-    start_job(session, job)
+    job = new_job(session, spec("g", verifier, n_samples=3), PROBLEMS)
+    mark_running(session, job)
     return job
 
 
@@ -43,10 +47,10 @@ def problem(session: Session, job: Job, external_id: str) -> Problem:
 
 def run_all(session: Session, job: Job, gen: ScriptedGenerator, scorer: ScriptedScorer) -> None:
     for p in sorted(job.problems, key=lambda p: p.id):
-        step = generate_problem(session, p.id, gen)
+        step = generate_problem(session, p.id, lambda _: gen)
         while step is not None and step.stage != "finalize":
             if step.stage == "score":
-                step = score_problem(session, step.id, scorer)
+                step = score_problem(session, step.id, lambda _: scorer)
             else:
                 step = aggregate_problem(session, step.id)
     assert finalize_job(session, job.id)
@@ -75,7 +79,7 @@ def test_job_runs_through_every_stage(session: Session) -> None:
 def test_without_a_verifier_scoring_is_skipped(session: Session) -> None:
     job = make_job(session, verifier=None)
     p = problem(session, job, "a")
-    assert generate_problem(session, p.id, ScriptedGenerator(ANSWERS)) == NextStep(
+    assert generate_problem(session, p.id, lambda _: ScriptedGenerator(ANSWERS)) == NextStep(
         "aggregate", p.id
     )
     assert p.status == ProblemStatus.SCORED
@@ -86,10 +90,10 @@ def test_a_redelivered_stage_is_a_no_op(session: Session) -> None:
     job = make_job(session)
     gen, scorer = ScriptedGenerator(ANSWERS), ScriptedScorer(SCORES)
     p = problem(session, job, "b")
-    assert generate_problem(session, p.id, gen) == NextStep("score", p.id)
-    assert generate_problem(session, p.id, gen) is None
-    assert score_problem(session, p.id, scorer) == NextStep("aggregate", p.id)
-    assert score_problem(session, p.id, scorer) is None
+    assert generate_problem(session, p.id, lambda _: gen) == NextStep("score", p.id)
+    assert generate_problem(session, p.id, lambda _: gen) is None
+    assert score_problem(session, p.id, lambda _: scorer) == NextStep("aggregate", p.id)
+    assert score_problem(session, p.id, lambda _: scorer) is None
     assert aggregate_problem(session, p.id) is None  # two problems remain: no finalize yet
     assert p.status == ProblemStatus.DONE
     assert aggregate_problem(session, p.id) is None
@@ -109,29 +113,33 @@ def test_finalize_waits_for_every_problem(session: Session) -> None:
 
 def test_a_cancelled_job_stops_its_stages(session: Session) -> None:
     job = make_job(session)
-    assert cancel_job(session, job)
+    cancel_job(session, job)
+    assert job.status == JobStatus.CANCELLED
     p = problem(session, job, "a")
-    assert generate_problem(session, p.id, ScriptedGenerator(ANSWERS)) is None
+    assert generate_problem(session, p.id, lambda _: ScriptedGenerator(ANSWERS)) is None
     assert p.status == ProblemStatus.PENDING
 
 
 def test_problems_are_added_once_by_id(session: Session) -> None:
-    job = create_job(session, JobSpec(generator="g"), PROBLEMS[:2])
+    job = new_job(session, spec("g"), PROBLEMS[:2])
     from verisolve.pipeline import add_problems
 
-    assert add_problems(session, job, PROBLEMS) == 1
+    assert add_problems(session, job, PROBLEMS, JobLimits()) == 1
     assert job.n_problems == 3
 
 
 @pytest.mark.parametrize(
-    ("spec", "message"),
+    ("parameters", "message"),
     [
-        (JobSpec(generator="g", n_samples=0), "n_samples"),
-        (JobSpec(generator="g", top_p=0), "top_p"),
-        (JobSpec(generator="g", strategy="verifier"), "needs a verifier"),
-        (JobSpec(generator="g", strategy="nope"), "unknown strategy"),
+        ({"n_samples": 0}, "n_samples must be at least 1"),
+        ({"top_p": 0}, "top_p"),
+        ({"strategy": "verifier"}, "needs a verifier"),
+        ({"strategy": "nope"}, "unknown strategy"),
+        ({"vote_k": 0}, "vote_k"),
     ],
 )
-def test_bad_job_parameters_are_refused(session: Session, spec: JobSpec, message: str) -> None:
+def test_bad_job_parameters_are_refused(
+    session: Session, parameters: dict[str, Any], message: str
+) -> None:
     with pytest.raises(JobError, match=message):
-        create_job(session, spec, PROBLEMS)
+        new_job(session, spec("g", **parameters), PROBLEMS)

@@ -10,9 +10,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from jobtools import register_fake
 from services.submission.api import create_app
 from verisolve.apikeys import create_key
 from verisolve.db import session_scope
+from verisolve.settings import get_settings
 from verisolve.tables import ApiKey, Job, OutboxMessage, Problem
 
 
@@ -51,6 +53,21 @@ class Tenants:
                 session.execute(sa.delete(OutboxMessage).where(OutboxMessage.dedupe_key.in_(batch)))
             session.execute(sa.delete(Job).where(Job.owner.in_(self.names)))
             session.execute(sa.delete(ApiKey).where(ApiKey.tenant.in_(self.names)))
+
+
+# Registered names the API tests use (no model files: the stages run on doubles).
+GENERATORS = (get_settings().default_generator, "tiny")
+VERIFIERS = ("v",)
+
+
+@pytest.fixture(autouse=True)
+def registered_models(engine: sa.Engine) -> None:
+    """The models the tests name are in the registry, as they must be for a job to be made."""
+    with session_scope(engine) as session:
+        for name in GENERATORS:
+            register_fake(session, name, "generator")
+        for name in VERIFIERS:
+            register_fake(session, name, "verifier")
 
 
 @pytest.fixture

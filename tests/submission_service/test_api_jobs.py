@@ -36,7 +36,7 @@ class CyclingGenerator:
         answers = SAMPLES[request.question]
         return [
             GeneratedCandidate(i, f"Some steps.\n#### {answers[i % len(answers)]}", 4, "answer")
-            for i in range(request.n)
+            for i in range(request.sampling.n)
         ]
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from verisolve.cli.jobs import require_schema
+from verisolve.cli.database import require_schema
 from verisolve.db import get_engine
 
 

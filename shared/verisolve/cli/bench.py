@@ -12,9 +12,9 @@ from rich.table import Table
 
 from verisolve.benchmarks.generate import RUNNERS, BenchSetup, compare, first_question
 from verisolve.cli import bench_ingest, bench_pipeline, bench_steps
+from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import fail
 from verisolve.db import get_engine, session_scope
-from verisolve.db.migrate import ensure_schema
 from verisolve.modelstore import registry
 from verisolve.settings import get_settings
 
@@ -34,7 +34,7 @@ def resolve_model(name_or_dir: str | None) -> Path:
         if (candidate / "manifest.json").is_file():
             return candidate.resolve()
     engine = get_engine(settings.database_url)
-    ensure_schema(engine)
+    require_schema(engine)
     with session_scope(engine) as session:
         return registry.resolve(session, name)
 

@@ -23,7 +23,8 @@ from rich.table import Table
 
 from verisolve.cli.job_options import DEFAULTS, JobOptions, job_spec
 from verisolve.db import get_engine, session_scope
-from verisolve.pipeline.jobs import JobSpec, create_job
+from verisolve.pipeline.jobs import JobSpec, create_job, start_job
+from verisolve.pipeline.limits import JobLimits
 from verisolve.problems import ProblemIn
 from verisolve.settings import get_settings
 from verisolve.tables import Job, JobStatus, OutboxMessage, Problem
@@ -88,12 +89,23 @@ class PipelineTiming:
         }
 
 
-def _submit(engine: sa.Engine, spec: JobSpec, problems: list[ProblemIn]) -> int:
-    from verisolve.executors.outbox import enqueue_job
+def _registered(engine: sa.Engine, model: str | None) -> str | None:
+    """A model option as a name: a model directory is registered first, under its own name."""
+    from verisolve.modelstore import registry
+    from verisolve.modelstore.manifest import MANIFEST_FILE, Manifest
 
+    if model is None or not (Path(model) / MANIFEST_FILE).is_file():
+        return model
+    manifest = Manifest.load(Path(model))
     with session_scope(engine) as session:
-        job = create_job(session, spec, problems)
-        enqueue_job(session, job)
+        registry.register(session, manifest, Path(model))
+    return manifest.name
+
+
+def _submit(engine: sa.Engine, spec: JobSpec, problems: list[ProblemIn]) -> int:
+    with session_scope(engine) as session:
+        job, _ = create_job(session, spec, problems, limits=JobLimits.from_settings())
+        start_job(session, job)
         return job.id
 
 
@@ -122,7 +134,7 @@ def measure(
 ) -> PipelineTiming:
     """Run the warm-up and the measured job on a fresh local Celery deployment."""
     from verisolve.executors.local_stack import LocalStack
-    from verisolve.executors.routes import QueueName
+    from verisolve.pipeline.routes import QueueName
 
     queues = [QueueName.GENERATE, QueueName.AGGREGATE]
     if spec.verifier:
@@ -137,12 +149,13 @@ def measure(
                 stack.start_worker(queue)
             stack.wait_ready(queues, timeout=120)
             err_console.print("workers ready; warming up (loading the models)")
-            warm = replace(spec, n_samples=1, max_new_tokens=4, name="bench warm-up")
+            sampling = replace(spec.sampling, n=1, max_new_tokens=4)
+            warm = replace(spec, sampling=sampling, name="bench warm-up")
             jobs.append(_submit(engine, warm, problems[:1]))
             stack.wait(lambda: _done(engine, jobs[-1]), timeout, "the warm-up job")
             model_before = stack.metric_sums(MODEL_SAMPLE, "stage")
             tasks_before = stack.metric_sums(TASK_SAMPLE, "task")
-            err_console.print(f"running {len(problems)} problems x {spec.n_samples} samples")
+            err_console.print(f"running {len(problems)} problems x {spec.sampling.n} samples")
             started = time.perf_counter()
             jobs.append(_submit(engine, spec, problems))
             stack.wait(lambda: _done(engine, jobs[-1]), timeout, "the benchmark job")
@@ -160,7 +173,7 @@ def measure(
 
     in_tasks = {name: s - tasks_before.get(name, 0.0) for name, s in tasks.items()}
     return PipelineTiming(
-        len(problems), spec.n_samples, wall, spent("generate"), spent("score"), in_tasks
+        len(problems), spec.sampling.n, wall, spent("generate"), spent("score"), in_tasks
     )
 
 
@@ -183,27 +196,32 @@ def _table(timing: PipelineTiming) -> Table:
 def pipeline(
     problems: Annotated[int, typer.Option("--problems", min=1, help="Problems in the job.")] = 8,
     samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="N.")] = 16,
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = DEFAULTS.max_new_tokens,
-    generator: Annotated[str | None, typer.Option(help="[default: the settings']")] = None,
-    verifier: Annotated[str | None, typer.Option(help="'none' for no verifier.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = DEFAULTS.sampling.max_new_tokens,
+    generator: Annotated[
+        str | None,
+        typer.Option(help="A name, or a model directory to register [default: the settings']"),
+    ] = None,
+    verifier: Annotated[
+        str | None, typer.Option(help="A name, a model directory to register, or 'none'.")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the job.")] = 3600,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time one job on Celery workers: the overhead of queue and database over the model."""
-    from verisolve.cli.jobs import require_schema
+    from verisolve.cli.database import require_schema
     from verisolve.executors.loading import ensure_models
 
+    engine = get_engine()
+    require_schema(engine)
     spec = job_spec(
         JobOptions(
-            generator=generator,
-            verifier=verifier,
-            samples=samples,
+            generator=_registered(engine, generator),
+            verifier=_registered(engine, verifier),
+            n_samples=samples,
             max_new_tokens=max_new_tokens,
             name="bench pipeline",
         )
     )
-    engine = get_engine()
-    require_schema(engine)
     ensure_models(spec.generator, spec.verifier, console=err_console)
     timing = measure(engine, spec, bench_problems(problems), timeout)
     if as_json:

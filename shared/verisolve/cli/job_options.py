@@ -10,17 +10,20 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Annotated, Any, get_type_hints
 
 import typer
 
 from verisolve.cli.line_errors import fail
-from verisolve.pipeline.jobs import JobError, JobSpec
+from verisolve.modelstore.registry import NAME_RULE, is_model_name
+from verisolve.pipeline.errors import JobInvalid
+from verisolve.pipeline.spec import JobSpec, sampling_from
 from verisolve.selection import Strategy
 from verisolve.settings import get_settings
 
 DEFAULTS = JobSpec(generator="")
+SAMPLING = DEFAULTS.sampling
 NO_VERIFIER = "none"
 _PANEL = "Job options"
 
@@ -99,14 +102,14 @@ class JobOptions:
 
     generator: GeneratorOption = None
     verifier: VerifierOption = None
-    samples: SamplesOption = DEFAULTS.n_samples
-    max_new_tokens: MaxNewTokensOption = DEFAULTS.max_new_tokens
-    temperature: TemperatureOption = DEFAULTS.temperature
-    top_p: TopPOption = DEFAULTS.top_p
-    top_k: TopKOption = DEFAULTS.top_k
+    n_samples: SamplesOption = SAMPLING.n
+    max_new_tokens: MaxNewTokensOption = SAMPLING.max_new_tokens
+    temperature: TemperatureOption = SAMPLING.temperature
+    top_p: TopPOption = SAMPLING.top_p
+    top_k: TopKOption = SAMPLING.top_k
     strategy: StrategyOption = None
     vote_k: VoteKOption = DEFAULTS.vote_k
-    seed: SeedOption = DEFAULTS.seed
+    seed: SeedOption = SAMPLING.seed
     name: NameOption = ""
 
 
@@ -142,23 +145,24 @@ def job_spec(options: JobOptions, *, owner: str = DEFAULTS.owner) -> JobSpec:
         verifier = settings.default_verifier
     elif verifier.lower() == NO_VERIFIER:
         verifier = None
-    spec = JobSpec(
-        generator=options.generator or settings.default_generator,
-        verifier=verifier or None,
-        n_samples=options.samples,
-        temperature=options.temperature,
-        top_p=options.top_p,
-        top_k=options.top_k,
-        max_new_tokens=options.max_new_tokens,
-        seed=options.seed,
-        strategy=options.strategy,
-        vote_k=options.vote_k,
-        owner=owner,
-        name=options.name,
-    )
     try:
+        spec = JobSpec(
+            generator=settings.default_generator
+            if options.generator is None
+            else options.generator,
+            verifier=verifier,
+            sampling=sampling_from(asdict(options)),
+            strategy=options.strategy,
+            vote_k=options.vote_k,
+            owner=owner,
+            name=options.name,
+        )
         spec.validate()
-    except JobError as exc:
-        fail(f"bad job option: {exc}")
+        for kind, name in (("generator", spec.generator), ("verifier", spec.verifier)):
+            if name is not None and not is_model_name(name):
+                raise JobInvalid(kind, f"{name!r} is not a model name ({NAME_RULE})")
+    except JobInvalid as exc:
+        option = {"n_samples": "samples"}.get(exc.field, exc.field).replace("_", "-")
+        fail(f"bad job option --{option}: {exc}")
         raise typer.Exit(1) from None
     return spec

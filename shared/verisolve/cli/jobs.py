@@ -6,9 +6,9 @@ import json
 import logging
 import signal
 import threading
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import sqlalchemy as sa
 import typer
@@ -18,31 +18,21 @@ from sqlalchemy.orm import Session
 
 from verisolve.cli import job_options as opt
 from verisolve.cli import remote
+from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import fail, print_line_errors
 from verisolve.cli.remote import ApiOption
 from verisolve.db import get_engine, session_scope
-from verisolve.db.migrate import current_revision, head_revision
-from verisolve.executors.outbox import enqueue_job
-from verisolve.executors.routes import QueueName
-from verisolve.pipeline.jobs import JobError, JobSpec, cancel_job, create_job
+from verisolve.pipeline import jobs
+from verisolve.pipeline.jobs import JobError, JobInvalid
+from verisolve.pipeline.limits import JobLimits
+from verisolve.pipeline.routes import QueueName
 from verisolve.problems import ProblemFileError, ProblemIn, load_problems
 from verisolve.settings import get_settings
 from verisolve.tables import Job, Problem
 
 console = Console()
 JobArgument = Annotated[int, typer.Argument(help="The job id `verisolve submit` printed.")]
-
-
-def require_schema(engine: sa.Engine) -> None:
-    """Exit 1 unless the configured database is migrated to the code's revision."""
-    try:
-        current = current_revision(engine)
-    except sa.exc.OperationalError as exc:
-        fail(f"cannot reach the database {engine.url!r}: {exc.orig}")
-        raise typer.Exit(1) from None
-    if current != head_revision():
-        fail(f"the database {engine.url!r} is at revision {current}; run `verisolve db upgrade`")
-        raise typer.Exit(1)
+OPTION_FIELDS = {f.name for f in fields(opt.JobOptions)}
 
 
 def _load(problems_file: Path) -> list[ProblemIn]:
@@ -60,32 +50,6 @@ def _load(problems_file: Path) -> list[ProblemIn]:
     return problems
 
 
-def _job(session: Session, job_id: int) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        fail(f"no job {job_id} in {session.get_bind().engine.url!r}")
-        raise typer.Exit(1)
-    return job
-
-
-def check_models(session: Session, spec: JobSpec) -> None:
-    """Exit 1 unless each model is registered (with the right kind) or a model directory here."""
-    from verisolve.modelstore import registry
-    from verisolve.modelstore.manifest import MANIFEST_FILE
-
-    for option, kind, name in (
-        ("generator", "generator", spec.generator),
-        ("verifier", "verifier", spec.verifier),
-    ):
-        if name is None or (Path(name).expanduser() / MANIFEST_FILE).is_file():
-            continue
-        row = registry.get(session, name)
-        if row is None or row.kind != kind:
-            known = ", ".join(m.name for m in registry.list_models(session, kind)) or "none"
-            fail(f"--{option}: no {kind} {name!r} is registered (known: {known})")
-            raise typer.Exit(1)
-
-
 def submit(
     problems_file: Annotated[Path, typer.Argument(help="JSONL: {question, answer?, id?}.")],
     options: opt.JobOptions,
@@ -101,14 +65,22 @@ def submit(
     require_schema(engine)
     try:
         with session_scope(engine) as session:
-            check_models(session, spec)
-            job = create_job(session, spec, problems)
-            enqueue_job(session, job)
+            job, _ = jobs.create_job(session, spec, problems, limits=JobLimits.from_settings())
+            jobs.start_job(session, job)
             job_id = job.id
     except JobError as exc:
-        fail(f"no job was created: {exc}")
-        raise typer.Exit(1) from None
+        _fail_job(exc, "no job was created")
     typer.echo(job_id)
+
+
+def _fail_job(exc: JobError, consequence: str = "") -> NoReturn:
+    """Exit 1 with the lifecycle's refusal as one line (naming the option when it is one)."""
+    message = str(exc)
+    if isinstance(exc, JobInvalid):
+        option = {"n_samples": "samples"}.get(exc.field, exc.field).replace("_", "-")
+        message = f"--{option}: {message}" if exc.field in OPTION_FIELDS else message
+    fail(f"{consequence}: {message}" if consequence else message)
+    raise typer.Exit(1) from None
 
 
 def job_status(session: Session, job: Job) -> dict[str, Any]:
@@ -173,8 +145,11 @@ def status(
     else:
         engine = get_engine()
         require_schema(engine)
-        with session_scope(engine) as session:
-            state = job_status(session, _job(session, job_id))
+        try:
+            with session_scope(engine) as session:
+                state = job_status(session, jobs.get_job(session, job_id))
+        except JobError as exc:
+            _fail_job(exc)
     if as_json:
         typer.echo(json.dumps(state))
     else:
@@ -183,16 +158,13 @@ def status(
 
 def resume(job_id: JobArgument) -> None:
     """Re-enqueue every problem of a job that is not done (a failed job runs again)."""
-    from verisolve.executors.reconciler import resume_job
-
     engine = get_engine()
     require_schema(engine)
     try:
         with session_scope(engine) as session:
-            count = resume_job(session, _job(session, job_id))
+            count = jobs.resume_job(session, jobs.lock_job(session, job_id))
     except JobError as exc:
-        fail(str(exc))
-        raise typer.Exit(1) from None
+        _fail_job(exc)
     console.print(f"job {job_id}: {count:,} step(s) enqueued")
 
 
@@ -203,12 +175,11 @@ def cancel(job_id: JobArgument, api: ApiOption = None) -> None:
         return
     engine = get_engine()
     require_schema(engine)
-    with session_scope(engine) as session:
-        job = _job(session, job_id)
-        cancelled, state = cancel_job(session, job), job.status
-    if not cancelled:
-        fail(f"job {job_id} is {state}: nothing to cancel")
-        raise typer.Exit(1)
+    try:
+        with session_scope(engine) as session:
+            jobs.cancel_job(session, jobs.lock_job(session, job_id))
+    except JobError as exc:
+        _fail_job(exc)
     console.print(f"job {job_id}: cancelled")
 
 

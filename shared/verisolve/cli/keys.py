@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from verisolve.apikeys import ApiKeyError, create_key, list_keys, revoke_key
-from verisolve.cli.jobs import require_schema
+from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import err_console, fail
 from verisolve.db import get_engine, session_scope
 

@@ -14,9 +14,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import fail
 from verisolve.db import get_engine, session_scope
-from verisolve.db.migrate import ensure_schema
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest, PromptSpec
 from verisolve.settings import get_settings
@@ -48,7 +48,7 @@ class ScoreForm(enum.StrEnum):
 def _engine() -> sa.Engine:
     """The configured database, migrated to the newest schema."""
     engine = get_engine(get_settings().database_url)
-    ensure_schema(engine)
+    require_schema(engine)
     return engine
 
 

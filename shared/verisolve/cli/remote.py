@@ -12,7 +12,6 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -70,7 +69,7 @@ def connect(api_url: str) -> Iterator[Client]:
 
 def job_parameters(spec: JobSpec, problems_file: Path) -> dict[str, Any]:
     """The request body that creates the job, keyed by a digest of options and file."""
-    body = {k: v for k, v in asdict(spec).items() if k != "owner"}
+    body = {k: v for k, v in spec.columns().items() if k != "owner"}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode())
     with problems_file.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

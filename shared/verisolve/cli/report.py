@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 from rich.progress import Progress
 
+from verisolve.cli.database import job_or_exit, require_schema
 from verisolve.cli.line_errors import fail
 from verisolve.cli.remote import ApiOption, report_remote
 from verisolve.cli.reporting import console, show_report
 from verisolve.db import get_engine, session_scope
-from verisolve.db.migrate import ensure_schema
 from verisolve.evaluation import evaluate
+from verisolve.modelstore.registry import ModelNotFoundError
 from verisolve.pipeline.jobs import JobError
 from verisolve.pipeline.rescore import finish_rescore, problems_to_rescore, rescore_problem
 from verisolve.pipeline.stages import job_candidates
@@ -24,13 +25,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write a PNG of accuracy against k.")]
 
 
-def _job_or_exit(session_job: Job | None, job_id: int) -> Job:
-    if session_job is None:
-        fail(f"no job {job_id} in the database")
-        raise typer.Exit(1)
-    return session_job
-
-
 def report(
     job_id: JobArg, as_json: JsonOpt = False, plot: PlotOpt = None, api: ApiOption = None
 ) -> None:
@@ -39,9 +33,9 @@ def report(
         show_report(report_remote(api, job_id), as_json=as_json, plot=plot)
         return
     engine = get_engine()
-    ensure_schema(engine)
+    require_schema(engine)
     with session_scope(engine) as session:
-        job = _job_or_exit(session.get(Job, job_id), job_id)
+        job = job_or_exit(session, job_id)
         result = evaluate(job_candidates(session, job.id), k=job.vote_k, seed=job.seed)
         if not as_json:
             console.print(
@@ -52,23 +46,27 @@ def report(
 
 def rescore(
     job_id: JobArg,
-    verifier: Annotated[str, typer.Option("--verifier", help="Registry name or model dir.")],
+    verifier: Annotated[str, typer.Option("--verifier", help="A registered verifier's name.")],
     as_json: JsonOpt = False,
 ) -> None:
     """Score a job's candidates with another verifier and compute its selections again."""
     from verisolve.executors.loading import load_scorer
 
     engine = get_engine()
-    ensure_schema(engine)
+    require_schema(engine)
     with session_scope(engine) as session:
-        job = _job_or_exit(session.get(Job, job_id), job_id)
+        job = job_or_exit(session, job_id)
         try:
             problem_ids = problems_to_rescore(session, job)
         except JobError as exc:
             fail(str(exc))
             raise typer.Exit(1) from None
         vote_k = job.vote_k
-    scorer = load_scorer(verifier)
+    try:
+        scorer = load_scorer(verifier)
+    except ModelNotFoundError as exc:
+        fail(f"--verifier: {exc}")
+        raise typer.Exit(1) from None
     with Progress(console=console, disable=as_json) as progress:
         task = progress.add_task("rescoring", total=len(problem_ids))
         for problem_id in problem_ids:

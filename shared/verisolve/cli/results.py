@@ -11,14 +11,13 @@ from typing import Annotated
 
 import typer
 
-from verisolve.cli.jobs import require_schema
+from verisolve.cli.database import job_or_exit, require_schema
 from verisolve.cli.line_errors import err_console, fail
 from verisolve.cli.remote import ApiOption, connect
 from verisolve.client import Stream
 from verisolve.db import get_engine, session_scope
 from verisolve.pipeline.job_rows import candidate_rows, ndjson_lines
 from verisolve.pipeline.results import answer_rows
-from verisolve.tables import Job
 
 
 def results(
@@ -49,10 +48,7 @@ def _from_database(job_id: int, candidates: bool, output: Path) -> int:
     partial = output.with_name(output.name + ".partial")
     count = 0
     with session_scope(engine) as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            fail(f"no job {job_id} in the database")
-            raise typer.Exit(1)
+        job = job_or_exit(session, job_id)
         rows = candidate_rows(session, job_id) if candidates else answer_rows(session, job)
         with partial.open("wb") as f:
             for line in ndjson_lines(rows):

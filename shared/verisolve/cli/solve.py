@@ -10,15 +10,17 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from verisolve.cli.database import require_schema
 from verisolve.cli.job_options import JobOptions, job_spec
 from verisolve.cli.line_errors import fail, print_line_errors
 from verisolve.cli.reporting import console, show_report
 from verisolve.db import get_engine, session_scope
-from verisolve.db.migrate import ensure_schema
 from verisolve.evaluation import evaluate
 from verisolve.executors.inline import InlineExecutor, ProblemDone
 from verisolve.jsonl import write_jsonl
+from verisolve.modelstore.registry import ModelNotFoundError
 from verisolve.pipeline.jobs import JobError, JobSpec, create_job, find_job
+from verisolve.pipeline.limits import JobLimits
 from verisolve.pipeline.results import answer_rows
 from verisolve.pipeline.stages import job_candidates
 from verisolve.problems import ProblemFileError, ProblemIn, load_problems
@@ -48,11 +50,11 @@ def _job_for(spec: JobSpec, problems: list[ProblemIn]) -> int:
             console.print(f"Resuming job {job.id} ({job.n_done}/{job.n_problems} problems done)")
             return job.id
         try:
-            job = create_job(session, spec, problems)
+            job, _ = create_job(session, spec, problems, limits=JobLimits.from_settings())
         except JobError as exc:
-            fail(str(exc))
+            fail(f"nothing was solved: {exc}")
             raise typer.Exit(1) from None
-        console.print(f"Job {job.id}: {job.n_problems} problems, {spec.n_samples} samples each")
+        console.print(f"Job {job.id}: {job.n_problems} problems, {spec.sampling.n} samples each")
         return job.id
 
 
@@ -110,10 +112,14 @@ def solve(
     problems = _read(problems_file)
     spec = job_spec(options)
     engine = get_engine()
-    ensure_schema(engine)
+    require_schema(engine)
     from verisolve.executors.loading import ensure_models, load_generator, load_scorer
 
-    ensure_models(spec.generator, spec.verifier, console=console)
+    try:
+        ensure_models(spec.generator, spec.verifier, console=console)
+    except ModelNotFoundError as exc:
+        fail(f"nothing was solved: {exc} (see `verisolve models list`)")
+        raise typer.Exit(1) from None
     job_id = _job_for(spec, problems)
     with session_scope() as session:
         job = session.get_one(Job, job_id)

@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from verisolve.db.engine import create_engine, normalize_url
+from verisolve.settings import get_settings
 
 
 def migrations_dir() -> Path:
@@ -66,7 +67,32 @@ def current_revision(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def ensure_schema(engine: sa.Engine) -> None:
-    """Bring a database to the newest revision, unless it is there already."""
-    if current_revision(engine) != head_revision():
+class SchemaError(RuntimeError):
+    """A database not at the code's schema, which this command must not migrate itself."""
+
+
+def is_embedded(engine: sa.Engine) -> bool:
+    """Whether the engine is on the embedded default database (SQLite in the data directory)."""
+    settings = get_settings()
+    default = normalize_url(f"sqlite:///{settings.data_dir / 'verisolve.db'}")
+    return engine.url.render_as_string(hide_password=False) == default
+
+
+def prepare_schema(engine: sa.Engine) -> None:
+    """The one schema rule of every command: migrate the embedded default database on first use;
+    refuse any other database that is not at the code's revision (`verisolve db upgrade` is the
+    only thing that migrates it, as a deliberate deployment step)."""
+    try:
+        current = current_revision(engine)
+    except sa.exc.OperationalError as exc:
+        raise SchemaError(f"cannot reach the database {engine.url!r}: {exc.orig}") from None
+    head = head_revision()
+    if current == head:
+        return
+    if is_embedded(engine):
         upgrade(engine.url.render_as_string(hide_password=False))
+        return
+    at = f"at revision {current}" if current else "empty (no schema)"
+    raise SchemaError(
+        f"the database {engine.url!r} is {at}, the code needs {head}: run `verisolve db upgrade`"
+    )

@@ -24,7 +24,7 @@ from kombu.exceptions import KombuError
 from sqlalchemy.engine import make_url
 
 from verisolve.executors.outbox import PublishError
-from verisolve.executors.routes import ROUTES, QueueName, physical_queue
+from verisolve.pipeline.routes import ROUTES, QueueName, physical_queue
 from verisolve.settings import Settings, get_settings
 
 LONGEST_TASK_S = 3600  # the hard time limit of one task

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -26,15 +26,13 @@ from verisolve.db import get_engine, session_scope
 from verisolve.db.engine import dispose_engines
 from verisolve.executors import instrumentation
 from verisolve.executors.celery_app import TASK_MODULES, CeleryPublisher, app
-from verisolve.executors.outbox import enqueue, relay_once
-from verisolve.executors.routes import QueueName, physical_queue
+from verisolve.executors.outbox import relay_once
+from verisolve.pipeline.outbox import enqueue
+from verisolve.pipeline.routes import QueueName, physical_queue
 from verisolve.pipeline.stages import (
     CandidateGenerator,
-    CandidateScore,
     CandidateScorer,
-    GeneratedCandidate,
     NextStep,
-    SamplingRequest,
     StageConflictError,
 )
 from verisolve.settings import get_settings
@@ -49,57 +47,27 @@ _publisher: CeleryPublisher | None = None
 
 
 @lru_cache(maxsize=4)
-def _generator(name: str) -> CandidateGenerator:
-    """A generator loaded in this process on first use (after fork), with the metrics wrapper."""
+def generator_named(name: str) -> CandidateGenerator:
+    """A registered generator, loaded in this process on first use (after fork), instrumented."""
     from verisolve.executors import loading
 
     return instrumentation.instrument_generator(loading.load_generator(name))
 
 
 @lru_cache(maxsize=4)
-def _scorer(name: str) -> CandidateScorer:
-    """A verifier loaded in this process on first use (after fork), with the metrics wrapper."""
+def scorer_named(name: str) -> CandidateScorer:
+    """A registered verifier, loaded in this process on first use (after fork), instrumented."""
     from verisolve.executors import loading
 
     return instrumentation.instrument_scorer(loading.load_scorer(name))
 
 
-class _JobGenerator:
-    """The generator of a problem's job, loaded only if the stage really generates."""
-
-    def __init__(self, session: Session, problem_id: int) -> None:
-        self._session, self._problem_id = session, problem_id
-
-    def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]:
-        name = self._session.get_one(Problem, self._problem_id).job.generator
-        return _generator(name).generate(request)
-
-
-class _JobScorer:
-    """The verifier of a problem's job, loaded only if the stage really scores."""
-
-    def __init__(self, session: Session, problem_id: int) -> None:
-        self._session, self._problem_id = session, problem_id
-
-    def score(self, question: str, completions: Sequence[str]) -> Sequence[CandidateScore]:
-        name = self._session.get_one(Problem, self._problem_id).job.verifier or ""
-        return _scorer(name).score(question, completions)
-
-
 class StageRun:
-    """One task's unit of work: the session, the models, and the step that follows."""
+    """One task's unit of work: the session, and the step that follows."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.next: NextStep | None = None
-
-    def generator(self, problem_id: int) -> CandidateGenerator:
-        """The problem's job's generator, timed."""
-        return _JobGenerator(self.session, problem_id)
-
-    def scorer(self, problem_id: int) -> CandidateScorer:
-        """The problem's job's verifier, timed."""
-        return _JobScorer(self.session, problem_id)
 
 
 def is_duplicate(exc: sa.exc.IntegrityError) -> bool:

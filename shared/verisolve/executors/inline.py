@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from verisolve.db import session_scope
-from verisolve.pipeline.jobs import start_job
+from verisolve.pipeline.jobs import mark_running
 from verisolve.pipeline.stages import (
-    CandidateGenerator,
-    CandidateScorer,
+    GeneratorLookup,
     NextStep,
+    ScorerLookup,
     aggregate_problem,
     finalize_job,
     generate_problem,
@@ -40,8 +40,8 @@ class InlineExecutor:
     def __init__(
         self,
         engine: sa.Engine,
-        generator: Callable[[str], CandidateGenerator],
-        scorer: Callable[[str], CandidateScorer],
+        generator: GeneratorLookup,
+        scorer: ScorerLookup,
     ) -> None:
         self._engine = engine
         self._generator = generator
@@ -51,7 +51,7 @@ class InlineExecutor:
         """Start the job (if needed) and list its problems that are not done."""
         with session_scope(self._engine) as session:
             job = session.get_one(Job, job_id)
-            start_job(session, job)
+            mark_running(session, job)
             return list(
                 session.scalars(
                     sa.select(Problem.id)
@@ -73,10 +73,7 @@ class InlineExecutor:
         """Follow one problem through its stages, one transaction each."""
         step: NextStep | None = NextStep("generate", problem_id)
         with session_scope(self._engine) as session:
-            problem = session.get_one(Problem, problem_id)
-            job = problem.job
-            status = ProblemStatus(problem.status)
-            generator_name, verifier_name = job.generator, job.verifier
+            status = ProblemStatus(session.get_one(Problem, problem_id).status)
         if status == ProblemStatus.GENERATED:
             step = NextStep("score", problem_id)
         elif status == ProblemStatus.SCORED:
@@ -84,9 +81,9 @@ class InlineExecutor:
         while step is not None and step.stage != "finalize":
             with session_scope(self._engine) as session:
                 if step.stage == "generate":
-                    step = generate_problem(session, step.id, self._generator(generator_name))
+                    step = generate_problem(session, step.id, self._generator)
                 elif step.stage == "score":
-                    step = score_problem(session, step.id, self._scorer(verifier_name or ""))
+                    step = score_problem(session, step.id, self._scorer)
                 else:
                     step = aggregate_problem(session, step.id)
 

@@ -10,7 +10,6 @@ from rich.console import Console
 
 from verisolve.db import session_scope
 from verisolve.inference.engine import Generator
-from verisolve.inference.sampling import SamplingParams
 from verisolve.inference.verifier import Verifier
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
@@ -30,16 +29,8 @@ class EngineGenerator:
 
     def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]:
         """Render the few-shot prompt and sample the request's candidates."""
-        params = SamplingParams(
-            n=request.n,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=request.top_k,
-            max_new_tokens=request.max_new_tokens,
-            seed=request.seed,
-        )
         outputs = self.generator.generate(
-            self.prompt.render(request.question), params, key=request.key
+            self.prompt.render(request.question), request.sampling, key=request.key
         )
         return [
             GeneratedCandidate(
@@ -56,9 +47,9 @@ class EngineGenerator:
 
 
 def model_path(name: str) -> Path:
-    """The directory of a registered model name (or of a model directory given as a path)."""
+    """The directory of a registered model name (names only: a worker loads nothing else)."""
     with session_scope() as session:
-        return registry.resolve(session, name)
+        return registry.resolve_name(session, name)
 
 
 @lru_cache(maxsize=4)
@@ -79,7 +70,7 @@ def ensure_models(generator: str, verifier: str | None, *, console: Console) -> 
 
     settings = get_settings()
     with session_scope() as session:
-        known = registry.get(session, generator) is not None or Path(generator).is_dir()
+        known = registry.get(session, generator) is not None
     if not known and generator == settings.default_generator:
         target = settings.models_path / generator
         if not is_installed(target):

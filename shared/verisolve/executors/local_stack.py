@@ -28,7 +28,7 @@ from verisolve.executors.celery_app import (
     make_app,
     task_queues,
 )
-from verisolve.executors.routes import QueueName
+from verisolve.pipeline.routes import QueueName
 from verisolve.settings import get_settings
 
 COMMAND = [sys.executable, "-c", "from verisolve.cli.app import main; main()"]

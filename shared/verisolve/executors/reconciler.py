@@ -1,11 +1,12 @@
-"""The reconciler: re-enqueue work that stalled, finalize jobs that are done, resume jobs.
+"""The reconciler: re-enqueue work that stalled, and finalize jobs that are done.
 
 A problem has stalled when its job runs, it waits for a stage, it has not moved for
 `stale_after_s`, and its stage's message neither waits in the outbox nor was sent within that
 time. Its message was lost (dead-lettered, purged, a task that raised): the reconciler marks the
 outbox row unsent again and counts the attempt on the problem. After `max_attempts` the job fails,
-naming the problem; `verisolve resume` starts it again. `stale_after_s` must exceed the longest
-task, or a task still running is duplicated (harmless: the duplicate is a no-op, but it costs).
+naming the problem; `verisolve resume` (pipeline.jobs.resume_job) starts it again.
+`stale_after_s` must exceed the longest task, or a task still running is duplicated (harmless:
+the duplicate is a no-op, but it costs).
 """
 
 from __future__ import annotations
@@ -20,22 +21,15 @@ from sqlalchemy.orm import Session
 
 from verisolve.db import session_scope
 from verisolve.db.base import utcnow
-from verisolve.executors.outbox import enqueue, enqueue_many
-from verisolve.executors.routes import ROUTES, dedupe_key
-from verisolve.pipeline.jobs import JobError, start_job
+from verisolve.pipeline.outbox import enqueue
+from verisolve.pipeline.routes import ROUTES, STAGE_OF, dedupe_key
 from verisolve.pipeline.stages import NextStep, Stage, finalize_job, rowcount
-from verisolve.tables import Job, JobStatus, OutboxMessage, Problem, ProblemStatus
+from verisolve.tables import Job, JobStatus, OutboxMessage, Problem
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 BATCH = 500
-
-STAGE_OF: dict[str, Stage] = {
-    ProblemStatus.PENDING: "generate",
-    ProblemStatus.GENERATED: "score",
-    ProblemStatus.SCORED: "aggregate",
-}
 
 
 @dataclass(frozen=True)
@@ -45,12 +39,6 @@ class ReconcileReport:
     resent: int = 0
     failed_jobs: int = 0
     finalized: int = 0
-
-
-def step_for(problem: Problem) -> NextStep | None:
-    """The step a problem waits for (None when it is done or failed)."""
-    stage = STAGE_OF.get(ProblemStatus(problem.status))
-    return NextStep(stage, problem.id) if stage else None
 
 
 def _stalled(session: Session, cutoff: datetime, busy: Container[str]) -> list[Problem]:
@@ -153,26 +141,3 @@ def finalize_done_jobs(engine: sa.Engine) -> int:
         with session_scope(engine) as session:
             finalized += finalize_job(session, job_id)
     return finalized
-
-
-def resume_job(session: Session, job: Job) -> int:
-    """Run a pending, running or failed job again: re-enqueue every problem not done."""
-    if job.status in (JobStatus.DONE, JobStatus.CANCELLED):
-        raise JobError(f"job {job.id} is {job.status}; there is nothing to resume")
-    if job.status == JobStatus.FAILED:
-        job.status, job.error, job.finished_at = JobStatus.RUNNING, None, None
-    start_job(session, job)
-    problems = session.scalars(
-        sa.select(Problem).where(Problem.job_id == job.id, Problem.status.in_(list(STAGE_OF)))
-    ).all()
-    steps = [step for p in problems if (step := step_for(p)) is not None]
-    session.execute(
-        sa.update(Problem)
-        .where(Problem.job_id == job.id, Problem.status.in_(list(STAGE_OF)))
-        .values(attempts=0, error=None)
-        .execution_options(synchronize_session=False)
-    )
-    if job.n_problems and job.n_done >= job.n_problems:
-        steps.append(NextStep("finalize", job.id))
-    enqueue_many(session, steps, resend=True)
-    return len(steps)

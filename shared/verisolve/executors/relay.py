@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from verisolve.executors.outbox import Publisher, prune_sent, relay_once
 from verisolve.executors.reconciler import reconcile
-from verisolve.executors.routes import QueueName
+from verisolve.pipeline.routes import QueueName
 
 logger = logging.getLogger(__name__)
 

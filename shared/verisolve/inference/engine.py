@@ -155,6 +155,9 @@ class Generator:
         return mask
 
 
+TOKENS_START = 64  # token columns per row at first
+
+
 class _Rows:
     """Per-row state of one problem; rows are numbered by sample position 0..n-1."""
 
@@ -167,7 +170,8 @@ class _Rows:
         self.started = started
         n = params.n
         self.streams = row_streams(params.seed, key, range(first_index, first_index + n))
-        self.tokens = np.zeros((n, params.max_new_tokens), dtype=np.int64)
+        # Grown as decoding goes (doubling), never n x max_new_tokens up front.
+        self.tokens = np.zeros((n, min(params.max_new_tokens, TOKENS_START)), dtype=np.int64)
         self.steps = 0
         # The batch's rows, in the order the decoding holds them.
         self.live = np.arange(n, dtype=np.int64)
@@ -189,6 +193,7 @@ class _Rows:
         uniforms = draw_uniforms([self.streams[r] for r in self.live.tolist()])
         tokens = sample(logits, uniforms, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p)
         self._force(tokens)
+        self._reserve(self.steps + 1)
         self.tokens[self.live, self.steps] = tokens
         self.steps += 1
         ended = self._check(tokens, logits.shape[-1])
@@ -201,6 +206,17 @@ class _Rows:
         kept = swap_remove_order(self.active[self.live])
         self.live = self.live[kept]
         return tokens, kept
+
+    def _reserve(self, steps: int) -> None:
+        """Room for `steps` tokens per row: the buffer doubles, up to max_new_tokens."""
+        width = self.tokens.shape[1]
+        if steps <= width:
+            return
+        grown = np.zeros(
+            (self.tokens.shape[0], min(2 * width, self.params.max_new_tokens)), np.int64
+        )
+        grown[:, :width] = self.tokens
+        self.tokens = grown
 
     def _force(self, tokens: NDArray[np.int64]) -> None:
         """Replace sampled tokens by the next forced calculator token, where one is pending."""

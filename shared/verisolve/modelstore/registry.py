@@ -20,8 +20,18 @@ from verisolve.tables import ModelArtifact
 logger = logging.getLogger(__name__)
 
 
+NAME_RULE = "letters, digits and . _ - +, not starting with . or -"
+
+
 class ModelNotFoundError(LookupError):
-    """Neither a model directory nor a registered name; the message lists the known models."""
+    """Neither a model directory nor a registered name."""
+
+
+def is_model_name(name: str) -> bool:
+    """Whether `name` is a model name: no path, no blank, nothing a file system would resolve."""
+    if not name or len(name) > 256 or name[0] in ".-":
+        return False
+    return all(c.isascii() and (c.isalnum() or c in "._-+") for c in name)
 
 
 class Change(enum.StrEnum):
@@ -44,6 +54,8 @@ class Registration:
 
 def register(session: Session, manifest: Manifest, path: Path) -> Registration:
     """Add the model at `path`, or replace the row that holds its name."""
+    if not is_model_name(manifest.name):
+        raise ValueError(f"{manifest.name!r} is not a model name ({NAME_RULE})")
     fields: dict[str, object] = {
         "kind": manifest.kind,
         "path": str(path.resolve()),
@@ -95,20 +107,27 @@ def list_models(session: Session, kind: str | None = None) -> list[ModelArtifact
     return list(session.scalars(query))
 
 
+def resolve_name(session: Session, name: str) -> Path:
+    """The directory of a registered model: names only, never a path (what workers load)."""
+    row = get(session, name) if is_model_name(name) else None
+    if row is None:
+        raise ModelNotFoundError(f"no model {name!r} is registered")
+    path = Path(row.path)
+    if not (path / MANIFEST_FILE).is_file():
+        raise ModelNotFoundError(
+            f"model {name!r} is registered, but its directory has no {MANIFEST_FILE}; "
+            "export or install it again"
+        )
+    return path
+
+
 def resolve(session: Session, name_or_path: str) -> Path:
-    """A model directory: `name_or_path` itself when it holds a manifest, else a registered name."""
+    """A model directory for local tools: `name_or_path` when it holds a manifest, else a name."""
     candidate = Path(name_or_path).expanduser()
     if (candidate / MANIFEST_FILE).is_file():
         return candidate.resolve()
-    row = get(session, name_or_path)
-    if row is not None:
-        path = Path(row.path)
-        if not (path / MANIFEST_FILE).is_file():
-            raise ModelNotFoundError(
-                f"model {name_or_path!r} is registered at {path}, but that directory has no "
-                f"{MANIFEST_FILE}; export or install it again"
-            )
-        return path
+    if get(session, name_or_path) is not None:
+        return resolve_name(session, name_or_path)
     known = ", ".join(row.name for row in list_models(session)) or "none registered"
     raise ModelNotFoundError(
         f"no model {name_or_path!r}: not a directory with a {MANIFEST_FILE}, nor a registered "

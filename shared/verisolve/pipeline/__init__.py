@@ -1,6 +1,17 @@
-"""Stage functions shared by every executor: a session in, plain values out, no Celery."""
+"""The pipeline: a job's lifecycle, its spec, and the stages every executor runs (no Celery)."""
 
-from verisolve.pipeline.jobs import JobSpec, add_problems, cancel_job, create_job, start_job
+from verisolve.pipeline.jobs import (
+    JobConflict,
+    JobError,
+    JobInvalid,
+    JobNotFound,
+    JobSpec,
+    add_problems,
+    cancel_job,
+    create_job,
+    resume_job,
+    start_job,
+)
 from verisolve.pipeline.stages import (
     GeneratedCandidate,
     NextStep,
@@ -12,6 +23,10 @@ from verisolve.pipeline.stages import (
 
 __all__ = [
     "GeneratedCandidate",
+    "JobConflict",
+    "JobError",
+    "JobInvalid",
+    "JobNotFound",
     "JobSpec",
     "NextStep",
     "add_problems",
@@ -20,6 +35,7 @@ __all__ = [
     "create_job",
     "finalize_job",
     "generate_problem",
+    "resume_job",
     "score_problem",
     "start_job",
 ]

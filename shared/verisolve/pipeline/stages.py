@@ -8,7 +8,7 @@ enqueues it through the outbox (Celery), in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, cast
 
@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session
 from verisolve.answers import extract_answer, is_correct
 from verisolve.db.base import utcnow
 from verisolve.evaluation import EvalCandidate, ProblemCandidates, evaluate
+from verisolve.inference.sampling import SamplingParams
+from verisolve.pipeline.spec import JobSpec
 from verisolve.selection import CandidateView, select_all
 from verisolve.tables import Candidate, Job, JobStatus, Problem, ProblemStatus, Selection
 
@@ -51,16 +53,11 @@ class GeneratedCandidate:
 
 @dataclass(frozen=True)
 class SamplingRequest:
-    """One problem's generation request, built from its job."""
+    """One problem's generation request: its question, its key, and its job's sampling."""
 
     question: str
     key: str  # the problem's identity in the random streams: the same in every job
-    n: int
-    temperature: float
-    top_p: float
-    top_k: int
-    max_new_tokens: int
-    seed: int
+    sampling: SamplingParams
 
 
 class CandidateGenerator(Protocol):
@@ -83,6 +80,11 @@ class CandidateScorer(Protocol):
     """Scores candidates (the ONNX verifier, or a test double)."""
 
     def score(self, question: str, completions: Sequence[str]) -> Sequence[CandidateScore]: ...
+
+
+# How both executors find a job's models: by registered name, the stage holding the name.
+GeneratorLookup = Callable[[str], CandidateGenerator]
+ScorerLookup = Callable[[str], CandidateScorer]
 
 
 def rowcount(result: sa.Result[Any]) -> int:
@@ -120,26 +122,18 @@ def storable(candidate: GeneratedCandidate) -> GeneratedCandidate:
 
 def sampling_request(job: Job, problem: Problem) -> SamplingRequest:
     """The request that generates a problem's candidates, reproducible from the job."""
-    return SamplingRequest(
-        question=problem.question,
-        key=problem.external_id,
-        n=job.n_samples,
-        temperature=job.temperature,
-        top_p=job.top_p,
-        top_k=job.top_k,
-        max_new_tokens=job.max_new_tokens,
-        seed=job.seed,
-    )
+    return SamplingRequest(problem.question, problem.external_id, JobSpec.of_job(job).sampling)
 
 
 def generate_problem(
-    session: Session, problem_id: int, generator: CandidateGenerator
+    session: Session, problem_id: int, generators: GeneratorLookup
 ) -> NextStep | None:
     """Sample and store a problem's candidates; next: score (or aggregate without a verifier)."""
     problem = _active(session, problem_id, ProblemStatus.PENDING)
     if problem is None:
         return None
     job = problem.job
+    generator = generators(job.generator)
     outputs = [storable(c) for c in generator.generate(sampling_request(job, problem))]
     session.execute(
         sa.insert(Candidate),
@@ -177,12 +171,13 @@ def generate_problem(
     return NextStep("aggregate", problem.id)
 
 
-def score_problem(session: Session, problem_id: int, scorer: CandidateScorer) -> NextStep | None:
+def score_problem(session: Session, problem_id: int, scorers: ScorerLookup) -> NextStep | None:
     """Score a problem's candidates with the job's verifier; next: aggregate."""
     problem = _active(session, problem_id, ProblemStatus.GENERATED)
     if problem is None:
         return None
-    score_candidates(session, problem, scorer, problem.job.verifier or "")
+    verifier = problem.job.verifier or ""
+    score_candidates(session, problem, scorers(verifier), verifier)
     _advance(
         session,
         problem,

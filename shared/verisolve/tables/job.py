@@ -34,6 +34,8 @@ class Job(TimestampMixin, Base):
         sa.CheckConstraint("max_new_tokens > 0", name="max_new_tokens_positive"),
         sa.CheckConstraint("temperature >= 0", name="temperature_non_negative"),
         sa.CheckConstraint("top_p > 0 AND top_p <= 1", name="top_p_range"),
+        # One job per tenant and key, even when requests with the key race each other.
+        sa.UniqueConstraint("owner", "idempotency_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -41,6 +43,8 @@ class Job(TimestampMixin, Base):
     name: Mapped[str] = mapped_column(sa.String(256), default="")
     # Digest of parameters and problems: `verisolve solve` finds the job to resume by it.
     fingerprint: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    # The API's idempotency key: the same key again returns this job.
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(64))
     status: Mapped[str] = mapped_column(sa.String(16), index=True, default=JobStatus.PENDING)
     generator: Mapped[str] = mapped_column(sa.String(256))
     verifier: Mapped[str | None] = mapped_column(sa.String(256))

@@ -1,4 +1,7 @@
-"""Where each stage runs on Celery: its task name, its queue and its argument (no Celery import)."""
+"""Where each stage runs: its task name, its queue and its argument; the stage a problem waits for.
+
+No Celery import: the outbox rows name tasks and queues, and the workers consume them.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from verisolve.pipeline.stages import NextStep, Stage
+from verisolve.tables import Problem, ProblemStatus
 
 
 class QueueName(StrEnum):
@@ -40,6 +44,19 @@ ROUTES: dict[Stage, Route] = {
     "aggregate": Route(TaskName.AGGREGATE, QueueName.AGGREGATE, "problem_id"),
     "finalize": Route(TaskName.FINALIZE, QueueName.AGGREGATE, "job_id"),
 }
+
+# The stage a problem waits for, by its status (done and failed problems wait for none).
+STAGE_OF: dict[str, Stage] = {
+    ProblemStatus.PENDING: "generate",
+    ProblemStatus.GENERATED: "score",
+    ProblemStatus.SCORED: "aggregate",
+}
+
+
+def step_for(problem: Problem) -> NextStep | None:
+    """The step a problem waits for (None when it is done or failed)."""
+    stage = STAGE_OF.get(ProblemStatus(problem.status))
+    return NextStep(stage, problem.id) if stage else None
 
 
 def physical_queue(queue: str, prefix: str) -> str:
