@@ -1,0 +1,185 @@
+"""The inspector's pages over HTTP: sign-in and tenancy, filters and search, escaping, shading."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from inspector_jobs import register_token_verifier, run_job
+
+from conftest import Tenant, Tenants
+from services.submission.api import create_app
+from services.submission.ui.session import COOKIE
+from verisolve.apikeys import revoke_key
+from verisolve.db import session_scope
+from verisolve.tables import ApiKey, Candidate, Problem
+
+
+@pytest.fixture
+def ui(engine: sa.Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(engine), follow_redirects=False) as client:
+        yield client
+
+
+@pytest.fixture
+def job(engine: sa.Engine, tenants: Tenants, tmp_path: Path) -> tuple[Tenant, int]:
+    owner = tenants.new()
+    folder = tmp_path / "verifier"
+    return owner, run_job(engine, owner.name, register_token_verifier(engine, folder), folder)
+
+
+def sign_in(ui: TestClient, tenant: Tenant) -> None:
+    response = ui.post("/ui/login", data={"api_key": tenant.token, "next": "/ui/jobs"})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/ui/jobs"
+
+
+def problem_id(engine: sa.Engine, job_id: int, external_id: str) -> int:
+    with session_scope(engine) as session:
+        found = session.scalar(
+            sa.select(Problem.id).where(
+                Problem.job_id == job_id, Problem.external_id == external_id
+            )
+        )
+    assert found is not None
+    return found
+
+
+def shown_problems(html: str) -> list[str]:
+    return re.findall(r'<tr class="problem"[^>]*>\s*<td><a [^>]*>([^<]+)</a>', html)
+
+
+def test_pages_need_a_session(ui: TestClient, job: tuple[Tenant, int]) -> None:
+    response = ui.get(f"/ui/jobs/{job[1]}?wrong=1")
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/ui/login?next=/ui/jobs/{job[1]}%3Fwrong%3D1"
+    ui.cookies.set(COOKIE, "eyJrIjoxfQ.not-the-signature")
+    assert ui.get("/ui/jobs").status_code == 303
+
+
+def test_a_wrong_key_does_not_sign_in(ui: TestClient) -> None:
+    response = ui.post("/ui/login", data={"api_key": "vs_nobody-has-this-key"})
+    assert response.status_code == 401
+    assert "not valid" in response.text
+    assert COOKIE not in response.cookies
+
+
+def test_sign_in_never_redirects_off_site(ui: TestClient, alice: Tenant) -> None:
+    response = ui.post("/ui/login", data={"api_key": alice.token, "next": "//evil.example/x"})
+    assert response.headers["location"] == "/ui/jobs"
+
+
+def test_another_tenants_job_and_problem_are_404(
+    ui: TestClient, engine: sa.Engine, tenants: Tenants, job: tuple[Tenant, int]
+) -> None:
+    owner, job_id = job
+    sign_in(ui, tenants.new())
+    pid = problem_id(engine, job_id, "kites")
+    assert ui.get(f"/ui/jobs/{job_id}").status_code == 404
+    assert ui.get(f"/ui/jobs/{job_id}/problems/{pid}").status_code == 404
+    assert f"/ui/jobs/{job_id}" not in ui.get("/ui/jobs").text
+    sign_in(ui, owner)
+    assert ui.get(f"/ui/jobs/{job_id}/problems/{pid}").status_code == 200
+
+
+def test_revoking_the_key_ends_the_session(
+    ui: TestClient, engine: sa.Engine, job: tuple[Tenant, int]
+) -> None:
+    owner, _ = job
+    sign_in(ui, owner)
+    assert ui.get("/ui/jobs").status_code == 200
+    with session_scope(engine) as session:
+        key_id = session.scalar(sa.select(ApiKey.id).where(ApiKey.tenant == owner.name))
+        assert key_id is not None
+        revoke_key(session, key_id)
+    assert ui.get("/ui/jobs").status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ["kites", "apples", "coins"]),
+        ("wrong=1", ["apples"]),
+        ("unparsed=1", ["kites", "apples", "coins"]),
+        ("q=jar", ["coins"]),
+        ("q=APPLES", ["apples"]),
+        ("q=kites", ["kites"]),
+        ("q=100%25", []),
+        ("wrong=1&q=kites", []),
+    ],
+)
+def test_filters_and_search(
+    ui: TestClient, job: tuple[Tenant, int], query: str, expected: list[str]
+) -> None:
+    owner, job_id = job
+    sign_in(ui, owner)
+    response = ui.get(f"/ui/jobs/{job_id}?{query}")
+    assert response.status_code == 200
+    assert shown_problems(response.text) == expected
+
+
+def test_disagreement_filter(ui: TestClient, engine: sa.Engine, job: tuple[Tenant, int]) -> None:
+    owner, job_id = job
+    sign_in(ui, owner)
+    assert shown_problems(ui.get(f"/ui/jobs/{job_id}?disagree=1").text) == []
+    with session_scope(engine) as session:
+        session.execute(
+            sa.text(
+                "UPDATE selections SET answer = '99' WHERE strategy = 'first' AND problem_id = :p"
+            ),
+            {"p": problem_id(engine, job_id, "coins")},
+        )
+    assert shown_problems(ui.get(f"/ui/jobs/{job_id}?disagree=1").text) == ["coins"]
+
+
+def test_candidate_text_is_escaped(
+    ui: TestClient, engine: sa.Engine, job: tuple[Tenant, int]
+) -> None:
+    owner, job_id = job
+    pid = problem_id(engine, job_id, "kites")
+    with session_scope(engine) as session:
+        session.execute(
+            sa.update(Candidate)
+            .where(Candidate.problem_id == pid, Candidate.sample_index == 0)
+            .values(text="<script>alert(1)</script> <<2+3=5>>5\n#### 5", token_scores=None)
+        )
+    sign_in(ui, owner)
+    html = ui.get(f"/ui/jobs/{job_id}/problems/{pid}").text
+    assert "<script>alert(1)" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_values_that_do_not_match_the_tokens_leave_the_text_unshaded(
+    ui: TestClient, engine: sa.Engine, job: tuple[Tenant, int]
+) -> None:
+    owner, job_id = job
+    pid = problem_id(engine, job_id, "kites")
+    with session_scope(engine) as session:
+        session.execute(
+            sa.update(Candidate)
+            .where(Candidate.problem_id == pid)
+            .values(token_scores=[0.5, 0.5, 0.5])
+        )
+    sign_in(ui, owner)
+    html = ui.get(f"/ui/jobs/{job_id}/problems/{pid}").text
+    assert 'class="tok v' not in html.split('class="candidates"')[1]
+    assert "3 stored token values do not match" in html
+
+
+def test_a_missing_tokenizer_is_a_note_not_an_error(
+    ui: TestClient, engine: sa.Engine, job: tuple[Tenant, int]
+) -> None:
+    owner, job_id = job
+    pid = problem_id(engine, job_id, "kites")
+    with session_scope(engine) as session:
+        session.execute(
+            sa.update(Candidate).where(Candidate.problem_id == pid).values(verifier="gone-verifier")
+        )
+    sign_in(ui, owner)
+    response = ui.get(f"/ui/jobs/{job_id}/problems/{pid}")
+    assert response.status_code == 200
+    assert "the verifier&#39;s tokenizer (gone-verifier) is not available" in response.text
