@@ -167,10 +167,13 @@ def _conditions(job: Job, where: ProblemFilter) -> list[sa.ColumnElement[bool]]:
             | (Problem.external_id == where.q)
         )
     if where.wrong:
-        wrong = sa.select(Selection.problem_id).where(
-            Selection.strategy == job.strategy, Selection.correct.is_(False)
+        conditions.append(
+            sa.exists().where(
+                Selection.problem_id == Problem.id,
+                Selection.strategy == job.strategy,
+                Selection.correct.is_(False),
+            )
         )
-        conditions.append(Problem.id.in_(wrong.correlate(None)))
     if where.disagree:
         answers = sa.func.count(sa.distinct(sa.func.coalesce(Selection.answer, "")))
         split = (
