@@ -96,8 +96,10 @@ def register_token_verifier(engine: sa.Engine, folder: Path) -> str:
     return name
 
 
-def run_job(engine: sa.Engine, owner: str, verifier: str, model_dir: Path, n: int = 5) -> int:
-    """A finished job of the three questions, solved inline with the doubles; its id."""
+def new_job(
+    engine: sa.Engine, owner: str, verifier: str, model_dir: Path, n: int = 5
+) -> tuple[InlineExecutor, int]:
+    """A pending job of the three questions, and an inline executor with the doubles."""
     problems = [
         ProblemIn(pid, question, gold, parse_gold(gold), line)
         for line, (pid, question, gold) in enumerate(QUESTIONS, start=1)
@@ -106,5 +108,11 @@ def run_job(engine: sa.Engine, owner: str, verifier: str, model_dir: Path, n: in
     with session_scope(engine) as session:
         job_id = create_job(session, spec, problems).id
     scorer = TokenScorer(model_dir)
-    InlineExecutor(engine, lambda _: ScriptedGenerator(), lambda _: scorer).run(job_id)
+    return InlineExecutor(engine, lambda _: ScriptedGenerator(), lambda _: scorer), job_id
+
+
+def run_job(engine: sa.Engine, owner: str, verifier: str, model_dir: Path, n: int = 5) -> int:
+    """A finished job of the three questions, solved inline with the doubles; its id."""
+    executor, job_id = new_job(engine, owner, verifier, model_dir, n)
+    executor.run(job_id)
     return job_id

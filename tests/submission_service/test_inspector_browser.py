@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import uvicorn
-from inspector_jobs import register_token_verifier, run_job
+from inspector_jobs import new_job, register_token_verifier, run_job
 
 from conftest import Tenant, Tenants
 from services.submission.api import create_app
@@ -24,6 +24,7 @@ from verisolve.tables import Problem
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -153,3 +154,26 @@ def test_another_tenants_job_is_not_found(
     shot(browser, tmp_path, "not-found")
     # The 404 itself is the one error the console may show.
     assert all("404" in message for message in console_errors(browser))
+
+
+def test_a_running_jobs_progress_updates_without_a_reload(
+    browser: WebDriver, base_url: str, engine: sa.Engine, tenants: Tenants, tmp_path: Path
+) -> None:
+    owner = tenants.new()
+    folder = tmp_path / "verifier"
+    executor, job_id = new_job(engine, owner.name, register_token_verifier(engine, folder), folder)
+    first, *_ = executor.remaining(job_id)  # starts the job
+    sign_in(browser, base_url, owner)
+    browser.get(f"{base_url}/ui/jobs/{job_id}")
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-poll")
+    progress = '[data-live^="progress-"] .count'
+    assert browser.find_element(By.CSS_SELECTOR, progress).text == "0/3"
+    assert "✓" not in browser.find_element(By.CSS_SELECTOR, "table.problems").text
+    executor.run_problem(first)
+    # The page polls every few seconds; allow several periods on a loaded machine.
+    WebDriverWait(browser, 30).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, progress).text == "1/3"
+    )
+    # The problems table came along: the answered problem shows its (right) answers.
+    assert "5 ✓" in browser.find_element(By.CSS_SELECTOR, "table.problems").text
+    assert console_errors(browser) == []
