@@ -116,3 +116,21 @@ def test_solve_same_job_twice_does_not_generate_again(tmp_path: Path, registered
     assert "Resuming job" in output
     with session_scope() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Candidate)) == 30
+
+
+def test_solve_serves_the_workers_metrics(tmp_path: Path, registered: str) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, output = solve(tmp_path, "--metrics-port", str(port))
+    assert code == 0, output
+    assert f"http://127.0.0.1:{port}/metrics" in output
+    # The server thread outlives the command in this process, so what it recorded is readable.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'verisolve_tasks_total{outcome="success",task="verisolve.generate"}' in text
+    assert 'verisolve_problems_processed_total{stage="generate"}' in text
+    assert "verisolve_generated_tokens_total" in text

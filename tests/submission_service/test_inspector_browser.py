@@ -10,16 +10,19 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
 import uvicorn
 from inspector_jobs import new_job, register_token_verifier, run_job
 
-from conftest import Tenant, Tenants
 from services.submission.api import create_app
 from verisolve.db import session_scope
 from verisolve.tables import Problem
+
+if TYPE_CHECKING:
+    from conftest import Tenant, Tenants
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402

@@ -5,18 +5,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from inspector_jobs import register_token_verifier, run_job
 
-from conftest import Tenant, Tenants
 from services.submission.api import create_app
 from services.submission.ui.session import COOKIE
 from verisolve.apikeys import revoke_key
 from verisolve.db import session_scope
 from verisolve.tables import ApiKey, Candidate, Problem
+
+if TYPE_CHECKING:
+    from conftest import Tenant, Tenants
 
 
 @pytest.fixture

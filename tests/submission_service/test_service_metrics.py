@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi.testclient import TestClient
 
-from conftest import Tenant
 from verisolve import metrics
+
+if TYPE_CHECKING:
+    from conftest import Tenant
 
 PROBLEMS = b'{"question": "Tom has 2 kites and makes 3 more. How many kites?", "answer": 5}\n' * 3
 
