@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from services.submission.deps import SessionDep
 from services.submission.ui import queries
@@ -53,7 +54,7 @@ async def login(request: Request, session: SessionDep) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("api_key") or [""])[0].strip()
     target = _safe_next((form.get("next") or ["/ui/jobs"])[0])
-    key = authenticate(session, token)
+    key = await run_in_threadpool(authenticate, session, token)  # blocking I/O off the loop
     if key is None:
         error = "That API key is not valid (unknown or revoked)."
         return _render(request, "login.html", status_code=401, next=target, error=error)
