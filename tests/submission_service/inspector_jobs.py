@@ -19,7 +19,7 @@ from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
 from verisolve.modelstore.tiny import build_tiny_tokenizer
 from verisolve.pipeline.jobs import JobSpec, create_job
-from verisolve.pipeline.stages import GeneratedCandidate, SamplingRequest
+from verisolve.pipeline.stages import CandidateScorer, GeneratedCandidate, SamplingRequest
 from verisolve.problems import ProblemIn
 
 QUESTIONS = [
@@ -97,7 +97,12 @@ def register_token_verifier(engine: sa.Engine, folder: Path) -> str:
 
 
 def new_job(
-    engine: sa.Engine, owner: str, verifier: str, model_dir: Path, n: int = 5
+    engine: sa.Engine,
+    owner: str,
+    verifier: str,
+    model_dir: Path,
+    n: int = 5,
+    scorer: CandidateScorer | None = None,
 ) -> tuple[InlineExecutor, int]:
     """A pending job of the three questions, and an inline executor with the doubles."""
     problems = [
@@ -107,8 +112,8 @@ def new_job(
     spec = JobSpec(generator="scripted", verifier=verifier, n_samples=n, owner=owner, name="demo")
     with session_scope(engine) as session:
         job_id = create_job(session, spec, problems).id
-    scorer = TokenScorer(model_dir)
-    return InlineExecutor(engine, lambda _: ScriptedGenerator(), lambda _: scorer), job_id
+    chosen = scorer or TokenScorer(model_dir)
+    return InlineExecutor(engine, lambda _: ScriptedGenerator(), lambda _: chosen), job_id
 
 
 def run_job(engine: sa.Engine, owner: str, verifier: str, model_dir: Path, n: int = 5) -> int:

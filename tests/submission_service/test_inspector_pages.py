@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from inspector_jobs import register_token_verifier, run_job
+from inspector_jobs import new_job, register_token_verifier, run_job
 
 from services.submission.api import create_app
 from services.submission.ui.session import COOKIE
@@ -186,3 +186,45 @@ def test_a_missing_tokenizer_is_a_note_not_an_error(
     response = ui.get(f"/ui/jobs/{job_id}/problems/{pid}")
     assert response.status_code == 200
     assert "the verifier&#39;s tokenizer (gone-verifier) is not available" in response.text
+
+
+@pytest.fixture(scope="module")
+def real_token_verifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random token-level verifier, exported to ONNX as `verisolve models export` does."""
+    pytest.importorskip("optimum.exporters.onnx")
+    from verisolve.modelstore.tiny import build_tiny_model
+    from verisolve.modelstore.verifier_export import export_verifier
+
+    root = tmp_path_factory.mktemp("real-token-verifier")
+    hf = build_tiny_model(root / "hf", head="token-classification", seed=2)
+    export_verifier(hf, root / "onnx", name="inspector-tiny-token", score_form="token")
+    return root / "onnx"
+
+
+def test_shading_lines_up_with_a_real_token_verifier(
+    ui: TestClient, engine: sa.Engine, tenants: Tenants, real_token_verifier: Path
+) -> None:
+    from verisolve.inference.verifier import Verifier
+    from verisolve.modelstore import registry
+    from verisolve.modelstore.manifest import Manifest
+
+    manifest = Manifest.load(real_token_verifier)
+    with session_scope(engine) as session:
+        registry.register(session, manifest, real_token_verifier)
+    owner = tenants.new()
+    scorer = Verifier.load(real_token_verifier)
+    executor, job_id = new_job(
+        engine, owner.name, manifest.name, real_token_verifier, scorer=scorer
+    )
+    executor.run(job_id)
+    sign_in(ui, owner)
+    html = ui.get(f"/ui/jobs/{job_id}/problems/{problem_id(engine, job_id, 'kites')}").text
+    assert "do not match" not in html
+    assert "not available" not in html
+    cards = re.findall(r'data-score="([0-9.]+)">(.*?)</li>', html, re.S)
+    assert len(cards) == 5
+    for score, card in cards:
+        values = [float(v) for v in re.findall(r'class="tok v\d" title="([0-9.]+)"', card)]
+        assert len(values) > 5
+        # The verifier reads its score at the last token: the last shaded token shows it.
+        assert values[-1] == pytest.approx(float(score), abs=1e-3)
