@@ -228,3 +228,18 @@ def test_shading_lines_up_with_a_real_token_verifier(
         assert len(values) > 5
         # The verifier reads its score at the last token: the last shaded token shows it.
         assert values[-1] == pytest.approx(float(score), abs=1e-3)
+
+
+def test_errors_under_ui_are_pages_and_the_api_keeps_json(ui: TestClient, alice: Tenant) -> None:
+    sign_in(ui, alice)
+    bad = ui.get("/ui/jobs/1?page=0")
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("text/html")
+    assert "page" in bad.text
+    missing = ui.get("/ui/no-such-page")
+    assert missing.status_code == 404
+    assert "<h1>Not found</h1>" in missing.text
+    api = ui.get("/v1/jobs/not-a-number", headers=alice.headers)
+    assert api.status_code == 422
+    assert api.headers["content-type"] == "application/json"
+    assert ui.get("/v1/nothing-here").json()["detail"] == "Not Found"
