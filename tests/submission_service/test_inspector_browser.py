@@ -82,7 +82,8 @@ def sign_in(browser: WebDriver, base_url: str, tenant: Tenant) -> None:
     assert "/ui/login" in browser.current_url
     browser.find_element(By.ID, "api_key").send_keys(tenant.token)
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    assert browser.current_url.endswith("/ui/jobs")
+    # The click returns before the next page may have loaded: wait for it.
+    WebDriverWait(browser, 30).until(lambda b: b.current_url.endswith("/ui/jobs"))
 
 
 def console_errors(browser: WebDriver) -> list[str]:
