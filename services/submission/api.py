@@ -15,8 +15,10 @@ from services.submission.deps import EngineDep
 from services.submission.endpoints import router
 from services.submission.ingest import ChunkRejectedError
 from services.submission.limits import BodyLimitMiddleware
+from services.submission.observability import install_metrics
 from services.submission.openapi import live_openapi
 from services.submission.schemas import ErrorBody, ErrorItem, Health, Readiness
+from services.submission.ui import mount_ui
 from verisolve import __version__
 from verisolve.db import get_engine
 from verisolve.db.migrate import current_revision, head_revision
@@ -24,8 +26,16 @@ from verisolve.pipeline.jobs import JobError, JobInvalid, JobNotFound
 from verisolve.settings import Settings, get_settings
 
 
-def create_app(engine: sa.Engine | None = None, settings: Settings | None = None) -> FastAPI:
-    """The app, on the given engine and settings (the configured ones by default)."""
+def create_app(
+    engine: sa.Engine | None = None,
+    settings: Settings | None = None,
+    *,
+    ui_local_tenant: str | None = None,
+) -> FastAPI:
+    """The app, on the given engine and settings (the configured ones by default).
+
+    With `ui_local_tenant` the inspector at /ui needs no sign-in (`verisolve inspect`).
+    """
     settings = settings or get_settings()
     app = FastAPI(
         title="verisolve submission service",
@@ -39,6 +49,8 @@ def create_app(engine: sa.Engine | None = None, settings: Settings | None = None
     _add_error_handlers(app)
     app.include_router(router)
     app.openapi = lambda: live_openapi(app, app.state.engine, settings)  # type: ignore[method-assign]
+    install_metrics(app)
+    mount_ui(app, settings.ui_secret, ui_local_tenant)
     app.get("/healthz", tags=["health"])(healthz)
     app.get(
         "/readyz",

@@ -150,6 +150,31 @@ TASKS_IN_PROGRESS = Gauge(
     registry=WORKER_REGISTRY,
 )
 
+# The submission service's own requests, labelled by route template (never by raw path).
+API_REGISTRY = CollectorRegistry(auto_describe=True)
+API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+UPLOAD_BUCKETS = tuple(float(4**e * 1024) for e in range(9))  # 1 KiB .. 64 MiB
+API_REQUESTS = Counter(
+    "verisolve_api_requests",
+    "HTTP requests answered, by method, route template and status code.",
+    ["method", "route", "status"],
+    registry=API_REGISTRY,
+)
+API_SECONDS = Histogram(
+    "verisolve_api_request_duration_seconds",
+    "Time to answer an HTTP request, by method and route template.",
+    ["method", "route"],
+    buckets=API_BUCKETS,
+    registry=API_REGISTRY,
+)
+API_UPLOAD_BYTES = Histogram(
+    "verisolve_api_upload_bytes",
+    "Bytes of request body received, by route template (requests with a body only).",
+    ["route"],
+    buckets=UPLOAD_BUCKETS,
+    registry=API_REGISTRY,
+)
+
 _THROUGHPUT = ThroughputPublisher()
 
 
@@ -264,6 +289,14 @@ def record_scoring(n_candidates: int, seconds: float) -> None:
     _THROUGHPUT.add(PROBLEMS_PER_SECOND, 1, SCORE)
 
 
+def record_request(method: str, route: str, status: int, seconds: float, body: int) -> None:
+    """Count one HTTP request of the submission service, its time and its body size."""
+    API_REQUESTS.labels(method, route, str(status)).inc()
+    API_SECONDS.labels(method, route).observe(seconds)
+    if body:
+        API_UPLOAD_BYTES.labels(route).observe(body)
+
+
 def record_provider(stage: str, provider: str) -> None:
     """Note the execution provider a stage's model runs on in this process."""
     EXECUTION_PROVIDER.labels(stage, provider).set(1)
@@ -353,6 +386,16 @@ def worker_registry() -> CollectorRegistry:
     return registry
 
 
+def api_registry() -> CollectorRegistry:
+    """What the submission service serves: its requests (every process's in multiprocess mode)."""
+    path = multiprocess_dir()
+    if path is None:
+        return API_REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return registry
+
+
 def clear_stale_files(path: str) -> int:
     """Delete value files that other processes left (call in a worker's main process at start)."""
     own = f"_{os.getpid()}.db"
@@ -368,7 +411,7 @@ def sample_names() -> set[str]:
     """Every sample name verisolve exposes, with _total, _bucket, _sum and _count suffixes."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     names = {m.name for m in EXPORTER_METRICS}
-    for family in _described(WORKER_REGISTRY):
+    for family in (*_described(WORKER_REGISTRY), *_described(API_REGISTRY)):
         names.update(family.name + s for s in suffixes.get(family.type, ("",)))
     return names
 

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     calc_max_expr_chars: int = Field(default=200, gt=0)
     calc_max_digits: int = Field(default=30, gt=0)
 
+    # Signs the inspector's browser sessions (/ui); unset: a random secret per process.
+    ui_secret: str | None = None
+
     # Generation defaults.
     default_generator: str = "smollm2-135m-instruct"
     default_verifier: str | None = None

@@ -141,3 +141,21 @@ def test_solve_refuses_a_model_that_is_not_a_registered_name_in_one_line(
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_solve_serves_the_workers_metrics(tmp_path: Path, registered: str) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, output = solve(tmp_path, "--metrics-port", str(port))
+    assert code == 0, output
+    assert f"http://127.0.0.1:{port}/metrics" in output
+    # The server thread outlives the command in this process, so what it recorded is readable.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'verisolve_tasks_total{outcome="success",task="verisolve.generate"}' in text
+    assert 'verisolve_problems_processed_total{stage="generate"}' in text
+    assert "verisolve_generated_tokens_total" in text

@@ -21,7 +21,7 @@ K8S_VERSION = "1.30.0"  # the oldest Kubernetes the manifests promise to work on
 LONGEST_TASK_S = 3600  # verisolve.executors.celery_app.LONGEST_TASK_S
 WORKERS = {"generator": "generate", "verifier": "verify", "aggregator": "aggregate"}
 GPU_POOLS = {"generator", "verifier"}
-SECRET_KEYS = {"database-url", "broker-url", "rabbitmq-management-url"}
+SECRET_KEYS = {"database-url", "broker-url", "rabbitmq-management-url", "ui-secret"}
 
 Doc = dict[str, Any]
 

@@ -12,6 +12,7 @@ from verisolve.cli import (
     db,
     evaluate,
     grade,
+    inspect,
     jobs,
     keys,
     models,
@@ -35,6 +36,7 @@ app.command("solve")(with_job_options(solve.solve))
 app.command("report")(report.report)
 app.command("results")(results.results)
 app.command("rescore")(report.rescore)
+app.command("inspect")(inspect.inspect)
 # Files from anywhere: problems, completions, candidates, one calculator call.
 app.command("check")(check.check)
 app.command("grade")(grade.grade)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from verisolve.benchmarks.generate import RUNNERS, BenchSetup, compare, first_question
-from verisolve.cli import bench_ingest, bench_pipeline, bench_steps
+from verisolve.cli import bench_ingest, bench_inspector, bench_pipeline, bench_steps
 from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import fail
 from verisolve.db import get_engine, session_scope
@@ -22,6 +22,7 @@ app = typer.Typer(help="Throughput benchmarks.", no_args_is_help=True)
 app.command("pipeline")(bench_pipeline.pipeline)
 app.command("ingest")(bench_ingest.ingest)
 app.command("steps")(bench_steps.steps)
+app.command("inspector")(bench_inspector.inspector)
 console = Console()
 err_console = Console(stderr=True)
 

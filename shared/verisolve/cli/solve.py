@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -84,6 +85,22 @@ def _run(executor: InlineExecutor, job_id: int, total: int, done: int) -> None:
         executor.run(job_id, on_problem=advance)
 
 
+def _executor(engine: sa.Engine, metrics_port: int | None) -> InlineExecutor:
+    """The inline executor, recording the workers' metrics (served when a port is given)."""
+    from verisolve.executors import instrumentation as inst
+    from verisolve.executors.loading import load_generator, load_scorer
+
+    if metrics_port is not None:
+        inst.start_metrics_server(metrics_port, addr="127.0.0.1")
+        console.print(f"Metrics at http://127.0.0.1:{metrics_port}/metrics")
+    return InlineExecutor(
+        engine,
+        inst.instrument_loader(load_generator, inst.instrument_generator),
+        inst.instrument_loader(load_scorer, inst.instrument_scorer),
+        stage_timer=inst.timed_stage,
+    )
+
+
 def _write_answers(job_id: int, output: Path | None) -> None:
     with session_scope() as session:
         job = session.get_one(Job, job_id)
@@ -104,6 +121,15 @@ def solve(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write one JSON line per problem here.")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65535,
+            help="Serve the workers' Prometheus metrics on this port while solving.",
+        ),
+    ] = None,
 ) -> None:
     """Solve a problem file in this process (SQLite and the default model unless configured).
 
@@ -113,7 +139,7 @@ def solve(
     spec = job_spec(options)
     engine = get_engine()
     require_schema(engine)
-    from verisolve.executors.loading import ensure_models, load_generator, load_scorer
+    from verisolve.executors.loading import ensure_models
 
     try:
         ensure_models(spec.generator, spec.verifier, console=console)
@@ -125,7 +151,7 @@ def solve(
         job = session.get_one(Job, job_id)
         done, total, finished = job.n_done, job.n_problems, job.status == JobStatus.DONE
     if not finished:
-        executor = InlineExecutor(engine, load_generator, load_scorer)
+        executor = _executor(engine, metrics_port)
         try:
             _run(executor, job_id, total, done)
         except KeyboardInterrupt:

@@ -7,6 +7,7 @@ keep their status, and the next run picks up each one at the stage it waits for.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from verisolve.pipeline.stages import (
     GeneratorLookup,
     NextStep,
     ScorerLookup,
+    Stage,
     aggregate_problem,
     finalize_job,
     generate_problem,
@@ -42,10 +44,13 @@ class InlineExecutor:
         engine: sa.Engine,
         generator: GeneratorLookup,
         scorer: ScorerLookup,
+        stage_timer: Callable[[Stage], AbstractContextManager[None]] | None = None,
     ) -> None:
         self._engine = engine
         self._generator = generator
         self._scorer = scorer
+        # Wraps each stage (metrics, in `verisolve solve`); by default nothing is recorded.
+        self._timed = stage_timer or (lambda _stage: nullcontext())
 
     def remaining(self, job_id: int) -> list[int]:
         """Start the job (if needed) and list its problems that are not done."""
@@ -66,7 +71,7 @@ class InlineExecutor:
             self.run_problem(problem_id)
             if on_problem is not None:
                 on_problem(self._progress(problem_id))
-        with session_scope(self._engine) as session:
+        with self._timed("finalize"), session_scope(self._engine) as session:
             finalize_job(session, job_id)
 
     def run_problem(self, problem_id: int) -> None:
@@ -79,7 +84,7 @@ class InlineExecutor:
         elif status == ProblemStatus.SCORED:
             step = NextStep("aggregate", problem_id)
         while step is not None and step.stage != "finalize":
-            with session_scope(self._engine) as session:
+            with self._timed(step.stage), session_scope(self._engine) as session:
                 if step.stage == "generate":
                     step = generate_problem(session, step.id, self._generator)
                 elif step.stage == "score":

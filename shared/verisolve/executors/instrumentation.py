@@ -4,6 +4,10 @@ Wiring, in the worker: ``install(app)`` once, where the app is built or the task
 the models the stages get wrapped where they are loaded, ``instrument_generator(generator)`` and
 ``instrument_scorer(scorer)``. Task bodies record nothing themselves.
 
+The inline executor (`verisolve solve`) records the same metrics: its loaders wrap the models
+with ``instrument_loader`` and each stage runs inside ``timed_stage``, under the task name the
+Celery worker would record for it.
+
 Prefork: the main process serves /metrics on ``settings.metrics_port``; with
 PROMETHEUS_MULTIPROC_DIR set it sums the values that every child wrote there (see
 verisolve.metrics). Without it, a prefork worker would serve only its main process, which runs no
@@ -15,8 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from celery import Celery
@@ -30,16 +35,20 @@ from celery.signals import (
 from prometheus_client import start_http_server
 
 from verisolve import metrics
+from verisolve.executors.routes import ROUTES
 from verisolve.pipeline.stages import (
     CandidateGenerator,
     CandidateScore,
     CandidateScorer,
     GeneratedCandidate,
     SamplingRequest,
+    Stage,
 )
 from verisolve.settings import get_settings
 
 logger = logging.getLogger(__name__)
+_Model = TypeVar("_Model")
+_Wrapped = TypeVar("_Wrapped")
 
 _started: dict[str, float] = {}
 
@@ -84,6 +93,37 @@ def instrument_scorer(scorer: CandidateScorer, provider: str | None = None) -> I
     """Wrap a loaded verifier; records the provider it runs on (the configured one by default)."""
     metrics.record_provider(metrics.SCORE, provider or get_settings().provider)
     return InstrumentedScorer(scorer)
+
+
+def instrument_loader(
+    load: Callable[[str], _Model], wrap: Callable[[_Model], _Wrapped]
+) -> Callable[[str], _Wrapped]:
+    """A model loader whose models come wrapped by `wrap`, once per name (the inline executor)."""
+    loaded: dict[str, _Wrapped] = {}
+
+    def load_wrapped(name: str) -> _Wrapped:
+        if name not in loaded:
+            loaded[name] = wrap(load(name))
+        return loaded[name]
+
+    return load_wrapped
+
+
+@contextmanager
+def timed_stage(stage: Stage) -> Iterator[None]:
+    """Record a stage run inline as a worker records the Celery task that runs it."""
+    task = ROUTES[stage].task.value
+    metrics.task_started(task)
+    started = time.perf_counter()
+    outcome = "failure"
+    try:
+        yield
+        outcome = "success"
+    except Exception as exc:
+        metrics.task_raised(task, exc)
+        raise
+    finally:
+        metrics.task_finished(task, outcome, time.perf_counter() - started)
 
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0") -> WSGIServer:
