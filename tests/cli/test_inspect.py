@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from verisolve.cli.app import app
 from verisolve.db import get_engine, session_scope
-from verisolve.db.migrate import ensure_schema
-from verisolve.pipeline.jobs import JobSpec, create_job
+from verisolve.db.migrate import prepare_schema
+from jobtools import make_job, spec
 from verisolve.problems import ProblemIn
 
 
@@ -26,10 +26,10 @@ def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 def local_job(owner: str = "local") -> int:
     engine = get_engine()
-    ensure_schema(engine)
+    prepare_schema(engine)
     problem = ProblemIn("p1", "What is 2 + 2?", "4", "4", 1)
     with session_scope(engine) as session:
-        return create_job(session, JobSpec(generator="g", owner=owner), [problem]).id
+        return make_job(session, spec("g", owner=owner), [problem]).id
 
 
 def test_inspect_serves_the_local_jobs_without_a_key(served: dict[str, Any]) -> None:

@@ -18,8 +18,8 @@ from verisolve.executors.instrumentation import (
     instrument_scorer,
     timed_stage,
 )
-from verisolve.executors.routes import TaskName
-from verisolve.pipeline.jobs import JobSpec, create_job
+from verisolve.pipeline.routes import TaskName
+from jobtools import make_job, spec
 from verisolve.pipeline.stages import GeneratedCandidate, SamplingRequest
 from verisolve.problems import ProblemIn
 from verisolve.tables import Job
@@ -34,7 +34,7 @@ class Score:
 class Generator:
     def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]:
         texts = ["<<2+2=4>>4\n#### 4", "no idea"]
-        return [GeneratedCandidate(i, texts[i % 2], 7, "eos", 1 - i % 2) for i in range(request.n)]
+        return [GeneratedCandidate(i, texts[i % 2], 7, "eos", 1 - i % 2) for i in range(request.sampling.n)]
 
 
 class Scorer:
@@ -48,9 +48,9 @@ def value(name: str, **labels: str) -> float:
 
 def test_an_inline_run_records_what_a_worker_would(engine: sa.Engine) -> None:
     problems = [ProblemIn(f"p{i}", f"What is {i} + 2?", None, None, i) for i in range(3)]
-    spec = JobSpec(generator="g", verifier="v", n_samples=4, owner=f"t-{uuid.uuid4().hex[:8]}")
+    job_spec = spec("g", "v", n_samples=4, owner=f"t-{uuid.uuid4().hex[:8]}")
     with session_scope(engine) as session:
-        job_id = create_job(session, spec, problems).id
+        job_id = make_job(session, job_spec, problems).id
     loads: list[str] = []
 
     def load_generator(name: str) -> Generator:

@@ -18,7 +18,7 @@ from verisolve.inference.verifier import verifier_text
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
 from verisolve.modelstore.tiny import build_tiny_tokenizer
-from verisolve.pipeline.jobs import JobSpec, create_job
+from jobtools import make_job, spec
 from verisolve.pipeline.stages import CandidateScorer, GeneratedCandidate, SamplingRequest
 from verisolve.problems import ProblemIn
 
@@ -52,7 +52,7 @@ class ScriptedGenerator:
     def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]:
         a, b = (int(t) for t in _numbers(request.question)[:2])
         out = []
-        for i in range(request.n):
+        for i in range(request.sampling.n):
             template, finish = SOLUTIONS[i % len(SOLUTIONS)]
             text = template.format(a=a, b=b, s=a + b, p=a * b)
             calls = text.count("<<")
@@ -109,9 +109,9 @@ def new_job(
         ProblemIn(pid, question, gold, parse_gold(gold), line)
         for line, (pid, question, gold) in enumerate(QUESTIONS, start=1)
     ]
-    spec = JobSpec(generator="scripted", verifier=verifier, n_samples=n, owner=owner, name="demo")
+    job_spec = spec("scripted", verifier, n_samples=n, owner=owner, name="demo")
     with session_scope(engine) as session:
-        job_id = create_job(session, spec, problems).id
+        job_id = make_job(session, job_spec, problems).id
     chosen = scorer or TokenScorer(model_dir)
     return InlineExecutor(engine, lambda _: ScriptedGenerator(), lambda _: chosen), job_id
 

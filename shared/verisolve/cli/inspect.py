@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
+from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import fail
 from verisolve.cli.reporting import console
 from verisolve.db import get_engine, session_scope
-from verisolve.db.migrate import ensure_schema
 from verisolve.pipeline.jobs import JobSpec
 from verisolve.tables import Job
 
@@ -21,7 +21,7 @@ def inspect_app(job_id: int | None) -> tuple[Any, str]:
     from services.submission.api import create_app
 
     engine = get_engine()
-    ensure_schema(engine)
+    require_schema(engine)
     if job_id is not None:
         with session_scope(engine) as session:
             job = session.get(Job, job_id)

@@ -35,7 +35,7 @@ from celery.signals import (
 from prometheus_client import start_http_server
 
 from verisolve import metrics
-from verisolve.executors.routes import ROUTES
+from verisolve.pipeline.routes import ROUTES
 from verisolve.pipeline.stages import (
     CandidateGenerator,
     CandidateScore,
