@@ -9,10 +9,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from jobtools import make_job, spec
 from verisolve.cli.app import app
 from verisolve.db import get_engine, session_scope
 from verisolve.db.migrate import prepare_schema
-from jobtools import make_job, spec
 from verisolve.problems import ProblemIn
 
 

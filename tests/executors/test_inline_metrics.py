@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 import sqlalchemy as sa
 
+from jobtools import make_job, spec
 from verisolve import metrics
 from verisolve.db import session_scope
 from verisolve.executors.inline import InlineExecutor
@@ -19,7 +20,6 @@ from verisolve.executors.instrumentation import (
     timed_stage,
 )
 from verisolve.pipeline.routes import TaskName
-from jobtools import make_job, spec
 from verisolve.pipeline.stages import GeneratedCandidate, SamplingRequest
 from verisolve.problems import ProblemIn
 from verisolve.tables import Job
@@ -34,7 +34,10 @@ class Score:
 class Generator:
     def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]:
         texts = ["<<2+2=4>>4\n#### 4", "no idea"]
-        return [GeneratedCandidate(i, texts[i % 2], 7, "eos", 1 - i % 2) for i in range(request.sampling.n)]
+        return [
+            GeneratedCandidate(i, texts[i % 2], 7, "eos", 1 - i % 2)
+            for i in range(request.sampling.n)
+        ]
 
 
 class Scorer:

@@ -11,6 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from tokenizers import Tokenizer
 
+from jobtools import make_job, spec
 from verisolve.answers import parse_gold
 from verisolve.db import session_scope
 from verisolve.executors.inline import InlineExecutor
@@ -18,7 +19,6 @@ from verisolve.inference.verifier import verifier_text
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
 from verisolve.modelstore.tiny import build_tiny_tokenizer
-from jobtools import make_job, spec
 from verisolve.pipeline.stages import CandidateScorer, GeneratedCandidate, SamplingRequest
 from verisolve.problems import ProblemIn
 
