@@ -121,6 +121,7 @@ def test_pages_of_a_finished_job(
 
     browser.get(f"{base_url}/ui/jobs/{job_id}")
     assert browser.find_elements(By.CSS_SELECTOR, "svg.chart polyline")
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-poll") is None
     problems = browser.find_elements(By.CSS_SELECTOR, "tr.problem")
     assert len(problems) == 3
     shot(browser, tmp_path, "job")
@@ -168,6 +169,8 @@ def test_a_running_jobs_progress_updates_without_a_reload(
     executor, job_id = new_job(engine, owner.name, register_token_verifier(engine, folder), folder)
     first, *_ = executor.remaining(job_id)  # starts the job
     sign_in(browser, base_url, owner)
+    # The job list polls too while one of its jobs runs.
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-poll")
     browser.get(f"{base_url}/ui/jobs/{job_id}")
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-poll")
     progress = '[data-live^="progress-"] .count'
