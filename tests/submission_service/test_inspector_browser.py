@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from conftest import Tenant, Tenants
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import NoSuchElementException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException as StaleElement  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -83,7 +85,13 @@ def sign_in(browser: WebDriver, base_url: str, tenant: Tenant) -> None:
     browser.find_element(By.ID, "api_key").send_keys(tenant.token)
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     # The click returns before the next page may have loaded: wait for it.
-    WebDriverWait(browser, 30).until(lambda b: b.current_url.endswith("/ui/jobs"))
+    WebDriverWait(browser, 30, ignored_exceptions=(NoSuchElementException, StaleElement)).until(
+        lambda b: (
+            b.current_url.endswith("/ui/jobs")
+            and b.find_element(By.TAG_NAME, "h1").text == "Jobs"
+            and b.execute_script("return document.readyState") == "complete"
+        )
+    )
 
 
 def console_errors(browser: WebDriver) -> list[str]:
