@@ -185,10 +185,10 @@ def test_a_running_jobs_progress_updates_without_a_reload(
     assert browser.find_element(By.CSS_SELECTOR, progress).text == "0/3"
     assert "✓" not in browser.find_element(By.CSS_SELECTOR, "table.problems").text
     executor.run_problem(first)
-    # The page polls every few seconds; allow several periods on a loaded machine.
-    WebDriverWait(browser, 30).until(
-        lambda b: b.find_element(By.CSS_SELECTOR, progress).text == "1/3"
-    )
+    # The page polls every few seconds; allow several periods on a loaded machine. A part the
+    # script replaces while it is read goes stale: read it again.
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(NoSuchElementException, StaleElement))
+    wait.until(lambda b: b.find_element(By.CSS_SELECTOR, progress).text == "1/3")
     # The problems table came along: the answered problem shows its (right) answers.
-    assert "5 ✓" in browser.find_element(By.CSS_SELECTOR, "table.problems").text
+    wait.until(lambda b: "5 ✓" in b.find_element(By.CSS_SELECTOR, "table.problems").text)
     assert console_errors(browser) == []
