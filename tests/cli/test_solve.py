@@ -159,3 +159,26 @@ def test_solve_serves_the_workers_metrics(tmp_path: Path, registered: str) -> No
     assert 'verisolve_tasks_total{outcome="success",task="verisolve.generate"}' in text
     assert 'verisolve_problems_processed_total{stage="generate"}' in text
     assert "verisolve_generated_tokens_total" in text
+
+
+def test_a_solved_job_opens_in_the_inspector(tmp_path: Path, registered: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from verisolve.cli.inspect import inspect_app
+    from verisolve.tables import Problem
+
+    code, output = solve(tmp_path)
+    assert code == 0, output
+    with session_scope() as session:
+        job_id = session.scalar(sa.select(Job.id))
+        problem_ids = list(session.scalars(sa.select(Problem.id).where(Problem.job_id == job_id)))
+    assert job_id is not None
+    app, path = inspect_app(job_id)
+    with TestClient(app) as client:
+        page = client.get(path)
+        assert page.status_code == 200
+        assert "bakery" in page.text
+        for problem_id in problem_ids:
+            answered = client.get(f"/ui/jobs/{job_id}/problems/{problem_id}")
+            assert answered.status_code == 200
+            assert answered.text.count('class="candidate"') == 3

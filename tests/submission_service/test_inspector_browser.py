@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from conftest import Tenant, Tenants
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import NoSuchElementException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException as StaleElement  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -83,7 +85,13 @@ def sign_in(browser: WebDriver, base_url: str, tenant: Tenant) -> None:
     browser.find_element(By.ID, "api_key").send_keys(tenant.token)
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     # The click returns before the next page may have loaded: wait for it.
-    WebDriverWait(browser, 30).until(lambda b: b.current_url.endswith("/ui/jobs"))
+    WebDriverWait(browser, 30, ignored_exceptions=(NoSuchElementException, StaleElement)).until(
+        lambda b: (
+            b.current_url.endswith("/ui/jobs")
+            and b.find_element(By.TAG_NAME, "h1").text == "Jobs"
+            and b.execute_script("return document.readyState") == "complete"
+        )
+    )
 
 
 def console_errors(browser: WebDriver) -> list[str]:
@@ -121,6 +129,7 @@ def test_pages_of_a_finished_job(
 
     browser.get(f"{base_url}/ui/jobs/{job_id}")
     assert browser.find_elements(By.CSS_SELECTOR, "svg.chart polyline")
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-poll") is None
     problems = browser.find_elements(By.CSS_SELECTOR, "tr.problem")
     assert len(problems) == 3
     shot(browser, tmp_path, "job")
@@ -168,16 +177,18 @@ def test_a_running_jobs_progress_updates_without_a_reload(
     executor, job_id = new_job(engine, owner.name, register_token_verifier(engine, folder), folder)
     first, *_ = executor.remaining(job_id)  # starts the job
     sign_in(browser, base_url, owner)
+    # The job list polls too while one of its jobs runs.
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-poll")
     browser.get(f"{base_url}/ui/jobs/{job_id}")
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-poll")
     progress = '[data-live^="progress-"] .count'
     assert browser.find_element(By.CSS_SELECTOR, progress).text == "0/3"
     assert "✓" not in browser.find_element(By.CSS_SELECTOR, "table.problems").text
     executor.run_problem(first)
-    # The page polls every few seconds; allow several periods on a loaded machine.
-    WebDriverWait(browser, 30).until(
-        lambda b: b.find_element(By.CSS_SELECTOR, progress).text == "1/3"
-    )
+    # The page polls every few seconds; allow several periods on a loaded machine. A part the
+    # script replaces while it is read goes stale: read it again.
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(NoSuchElementException, StaleElement))
+    wait.until(lambda b: b.find_element(By.CSS_SELECTOR, progress).text == "1/3")
     # The problems table came along: the answered problem shows its (right) answers.
-    assert "5 ✓" in browser.find_element(By.CSS_SELECTOR, "table.problems").text
+    wait.until(lambda b: "5 ✓" in b.find_element(By.CSS_SELECTOR, "table.problems").text)
     assert console_errors(browser) == []
