@@ -129,6 +129,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ChunkRejectedError, bad_chunk)
+
     async def write_conflict(_: Request, exc: Exception) -> JSONResponse:
         # Uploads and creates take turns on the job's row, so this is a belt, never the path:
         # a concurrent write won a unique key; nothing of this request was stored.
