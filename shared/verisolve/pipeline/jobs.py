@@ -245,13 +245,17 @@ def resume_job(session: Session, job: Job) -> int:
 
 
 def cancel_job(session: Session, job: Job) -> None:
-    """Cancel a job that has not finished (cancelling again is a no-op); JobConflict otherwise."""
+    """Cancel a job that has not finished (cancelling again is a no-op); JobConflict otherwise.
+
+    Its idempotency key is freed: the same request again makes a new job, as a retry should.
+    """
     if job.status == JobStatus.CANCELLED:
         return
     if job.status in (JobStatus.DONE, JobStatus.FAILED):
         raise JobConflict(f"job {job.id} is {job.status}; there is nothing to cancel")
     job.status = JobStatus.CANCELLED
     job.finished_at = utcnow()
+    job.idempotency_key = None
     session.flush()
 
 
