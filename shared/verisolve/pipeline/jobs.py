@@ -64,6 +64,7 @@ def create_job(
     idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
     """A new pending job with its problems, or the tenant's job with this key; (job, created)."""
+    _lock_tenant(session, spec.owner)
     if idempotency_key is not None:
         existing = _job_by_key(session, spec.owner, idempotency_key)
         if existing is not None:
@@ -84,6 +85,19 @@ def create_job(
     job = session.get_one(Job, job_id)
     add_problems(session, job, problems, limits)
     return job, True
+
+
+def _lock_tenant(session: Session, owner: str) -> None:
+    """Make one tenant's job creations take turns, so its key and its job count hold exactly.
+
+    PostgreSQL: a transaction-scoped advisory lock on the tenant. SQLite: a write that changes
+    nothing still takes the database's write lock, and everything read after it is the latest.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = sa.func.hashtextextended(f"verisolve.jobs:{owner}", 0)
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+    else:
+        session.execute(sa.update(Job).where(sa.false()).values(n_problems=Job.n_problems))
 
 
 def _insert(session: Session) -> Any:
