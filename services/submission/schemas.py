@@ -87,7 +87,12 @@ class JobCreate(BaseModel):
     top_p: JsonFloat = Field(default=1.0, gt=0, le=1)
     top_k: JsonInt = Field(default=0, ge=0, le=1_000_000)
     max_new_tokens: JsonInt = Field(default=256, ge=1, le=1_000_000)
-    seed: JsonInt = Field(default=0, ge=0, le=2**63 - 1)
+    seed: JsonInt = Field(
+        default=0,
+        ge=0,
+        le=2**53 - 1,
+        description="Up to 2^53 - 1: every JSON reader keeps it exact.",
+    )
     strategy: Strategy | None = Field(
         default=None, description="Default: topk-vote with a verifier, majority without."
     )

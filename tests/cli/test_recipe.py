@@ -9,7 +9,6 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from conftest import POSTGRES_ADMIN_URL
 from dbtools import fresh_postgres_database
 from verisolve.cli.app import app
 from verisolve.db import create_engine, session_scope
@@ -24,7 +23,7 @@ runner = CliRunner()
 @pytest.fixture
 def new_database(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """An empty PostgreSQL database, configured as the README's recipe configures it."""
-    with fresh_postgres_database(POSTGRES_ADMIN_URL, migrate=False) as url:
+    with fresh_postgres_database(postgres_url, migrate=False) as url:  # same server
         monkeypatch.setenv("VERISOLVE_DATABASE_URL", url)
         get_settings.cache_clear()
         yield url

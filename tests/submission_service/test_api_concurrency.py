@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from conftest import Tenant
 from live_api import live_api
 from verisolve.db import session_scope
+from verisolve.settings import Settings
 from verisolve.tables import Job, Problem
 
 CLIENTS = 8
@@ -129,3 +130,15 @@ def test_a_racing_create_with_other_parameters_is_a_conflict(
             assert response.json()["id"] == winner["id"]
         elif response.status_code == 409:
             assert "seed differs" in response.json()["detail"]
+
+
+def test_concurrent_creates_keep_to_the_tenants_job_limit(engine: sa.Engine, alice: Tenant) -> None:
+    with live_api(engine, Settings(max_active_jobs=3)) as url:
+        responses = together(CLIENTS, lambda _: create(url, alice))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] * 3 + [422] * (CLIENTS - 3), [r.text for r in responses]
+    with session_scope(engine) as session:
+        made = session.scalar(
+            sa.select(sa.func.count()).select_from(Job).where(Job.owner == alice.name)
+        )
+    assert made == 3

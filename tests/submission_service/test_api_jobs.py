@@ -131,6 +131,11 @@ def test_idempotency_key_returns_the_same_job(client: TestClient, alice: Tenant)
     other = client.post("/v1/jobs", json={**params, "n_samples": 5}, headers=alice.headers)
     assert other.status_code == 409
     assert "n_samples" in other.json()["detail"]
+    # A cancelled job frees its key: the same request again is a new job.
+    client.post(f"/v1/jobs/{first.json()['id']}/cancel", headers=alice.headers)
+    again = client.post("/v1/jobs", json=params, headers=alice.headers)
+    assert again.status_code == 201
+    assert again.json()["id"] != first.json()["id"]
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,7 @@ def create_job(
     idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
     """A new pending job with its problems, or the tenant's job with this key; (job, created)."""
+    _lock_tenant(session, spec.owner)
     if idempotency_key is not None:
         existing = _job_by_key(session, spec.owner, idempotency_key)
         if existing is not None:
@@ -84,6 +85,19 @@ def create_job(
     job = session.get_one(Job, job_id)
     add_problems(session, job, problems, limits)
     return job, True
+
+
+def _lock_tenant(session: Session, owner: str) -> None:
+    """Make one tenant's job creations take turns, so its key and its job count hold exactly.
+
+    PostgreSQL: a transaction-scoped advisory lock on the tenant. SQLite: a write that changes
+    nothing still takes the database's write lock, and everything read after it is the latest.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = sa.func.hashtextextended(f"verisolve.jobs:{owner}", 0)
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+    else:
+        session.execute(sa.update(Job).where(sa.false()).values(n_problems=Job.n_problems))
 
 
 def _insert(session: Session) -> Any:
@@ -245,13 +259,17 @@ def resume_job(session: Session, job: Job) -> int:
 
 
 def cancel_job(session: Session, job: Job) -> None:
-    """Cancel a job that has not finished (cancelling again is a no-op); JobConflict otherwise."""
+    """Cancel a job that has not finished (cancelling again is a no-op); JobConflict otherwise.
+
+    Its idempotency key is freed: the same request again makes a new job, as a retry should.
+    """
     if job.status == JobStatus.CANCELLED:
         return
     if job.status in (JobStatus.DONE, JobStatus.FAILED):
         raise JobConflict(f"job {job.id} is {job.status}; there is nothing to cancel")
     job.status = JobStatus.CANCELLED
     job.finished_at = utcnow()
+    job.idempotency_key = None
     session.flush()
 
 

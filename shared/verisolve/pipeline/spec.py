@@ -35,19 +35,18 @@ DEFAULT_SAMPLING = SamplingParams(n=16)
 def sampling_from(
     values: Mapping[str, Any], base: SamplingParams = DEFAULT_SAMPLING
 ) -> SamplingParams:
-    """SamplingParams from values named like the jobs columns (absent ones from `base`)."""
+    """SamplingParams from values named like the jobs columns (absent ones from `base`).
+
+    SamplingParams refuses a bad value with a message that starts with its field's name; the
+    JobInvalid says it with the column's name, which is what the user wrote.
+    """
     given = {f: values[c] for f, c in SAMPLING_COLUMNS.items() if c in values}
     try:
         return replace(base, **given)
     except ValueError as exc:
-        column = next((c for f, c in SAMPLING_COLUMNS.items() if str(exc).startswith(f + " ")), "")
-        raise JobInvalid(
-            column, str(exc).replace(f"{_field_of(column)} ", f"{column} ", 1)
-        ) from None
-
-
-def _field_of(column: str) -> str:
-    return next((f for f, c in SAMPLING_COLUMNS.items() if c == column), column)
+        field, _, rest = str(exc).partition(" ")
+        column = SAMPLING_COLUMNS.get(field, field)
+        raise JobInvalid(column, f"{column} {rest}") from None
 
 
 @dataclass(frozen=True)
