@@ -249,3 +249,61 @@ def verifier(
     if manifest is not None and manifest.training is not None:
         show_epochs(manifest.training["epochs"], VERIFIER_KEYS)
         console.print(f"Registered verifier {name!r} ({score_form} form)")
+
+
+@app.command("generator")
+def generator(
+    data: Annotated[
+        Path, typer.Argument(help="Problems with worked answers (GSM8K format, JSONL).")
+    ],
+    name: NameOpt,
+    base: Annotated[
+        str | None,
+        typer.Option(help="Store model (kept HF weights) or HF directory (default: the default)."),
+    ] = None,
+    shots: Annotated[
+        int, typer.Option(min=0, help="Exemplars kept in the prompt (the paper: none).")
+    ] = 0,
+    epochs: EpochsOpt = 2,
+    learning_rate: LrOpt = 1e-5,
+    dropout: DropoutOpt = 0.0,
+    val_fraction: ValOpt = 0.05,
+    batch_tokens: BatchOpt = 4096,
+    accumulation: AccumOpt = 4,
+    seed: SeedOpt = 0,
+    checkpoint_every: EveryOpt = 100,
+    precision: PrecisionOpt = Precision.AUTO,
+    max_length: MaxLenOpt = 1024,
+    resume: ResumeOpt = False,
+    int8: Int8Opt = False,
+) -> None:
+    """Fine-tune a generator on worked solutions, export it and register it as NAME."""
+    from verisolve.training.base import resolve_base
+    from verisolve.training.data import load_solutions
+    from verisolve.training.generator import GeneratorOptions, train_generator
+
+    check_name(name)
+    config = loop_config(
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_tokens=batch_tokens,
+        accumulation=accumulation,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        precision=precision,
+    )
+    options = GeneratorOptions(
+        dropout=dropout, val_fraction=val_fraction, max_length=max_length, int8=int8
+    )
+    with clear_errors(data):
+        solutions, source = load_solutions(data)
+        base_model = resolve_base(base or get_settings().default_generator, shots=shots)
+        manifest = train_generator(
+            solutions, source, base_model, name, config, options, loop_run(name, resume)
+        )
+    if manifest is not None and manifest.training is not None:
+        before = manifest.training.get("loss_before")
+        if before is not None:
+            console.print(f"held-out loss before fine-tuning: {before:.4f}")
+        show_epochs(manifest.training["epochs"], ("loss", "perplexity"))
+        console.print(f"Registered generator {name!r}: verisolve solve --generator {name}")

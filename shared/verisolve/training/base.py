@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from verisolve.modelstore import registry
-from verisolve.modelstore.exemplars import STOP_STRINGS
+from verisolve.modelstore.exemplars import STOP_STRINGS, default_prompt
 from verisolve.modelstore.export import HF_SUBDIR
 from verisolve.modelstore.manifest import MANIFEST_FILE, Manifest, PromptSpec, sha256_file
 
@@ -59,9 +59,8 @@ def resolve_base(spec: str, *, shots: int = 0) -> BaseModel:
     if (path / "config.json").is_file():
         if not (path / "tokenizer.json").is_file():
             raise BaseModelError(f"{path} has no tokenizer.json (a fast tokenizer is required)")
-        return BaseModel(
-            spec, path.resolve(), PromptSpec(), list(STOP_STRINGS), weights_sha256(path)
-        )
+        prompt = PromptSpec(exemplars=default_prompt().exemplars[:shots])
+        return BaseModel(spec, path.resolve(), prompt, list(STOP_STRINGS), weights_sha256(path))
     store = _store_dir(spec)
     if store is None:
         raise BaseModelError(
