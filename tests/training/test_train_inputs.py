@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from training_data import write_candidates
 from typer.testing import CliRunner
 
-from conftest import write_candidates
 from verisolve.cli.app import app
 from verisolve.db import get_engine, session_scope
 from verisolve.db.migrate import ensure_schema

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from training_data import write_candidates
 from typer.testing import CliRunner
 
-from conftest import write_candidates
 from verisolve.cli.app import app
 from verisolve.inference.verifier import Verifier, verifier_text
 from verisolve.modelstore.manifest import Manifest
