@@ -117,9 +117,18 @@ def loop_run(name: str, resume: bool) -> Any:
     return LoopRun(get_settings().models_path / WORK_SUBDIR / name, resume=resume)
 
 
+_LABELS = {
+    "auroc": "AUROC",
+    "auroc_within_problem": "AUROC within",
+    "accuracy_verifier_top1": "top-1 acc",
+    "accuracy_majority_vote": "majority acc",
+    "accuracy_first_sample": "first acc",
+}
+
+
 def show_epochs(epochs: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
-    """A table of the validation metrics of every epoch."""
-    table = Table("epoch", *keys)
+    """A table of the validation metrics of every epoch (held-out problems)."""
+    table = Table("epoch", *(_LABELS.get(k, k) for k in keys), title="validation")
     for row in epochs:
         cells = [row.get(k) for k in keys]
         table.add_row(str(row["epoch"]), *("-" if c is None else f"{c:.4f}" for c in cells))

@@ -37,7 +37,7 @@ def _causal_net_class() -> Any:
     """The CausalLMNet class (torch imported on first use)."""
     import torch
 
-    class CausalLMNet(torch.nn.Module):  # type: ignore[misc]
+    class CausalLMNet(torch.nn.Module):
         """A causal LM whose forward returns logits at the answer's positions only."""
 
         def __init__(self, model: Any) -> None:

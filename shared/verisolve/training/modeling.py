@@ -48,7 +48,7 @@ def _verifier_net_class() -> Any:
     import torch
     import torch.nn.functional as f
 
-    class VerifierNet(torch.nn.Module):  # type: ignore[misc]
+    class VerifierNet(torch.nn.Module):
         """A classifier (the exported part) with the generator's LM head on the same trunk."""
 
         def __init__(self, classifier: Any, lm_head: Any | None, score_form: str) -> None:

@@ -117,7 +117,8 @@ def publish_verifier(
             int8=options.int8,
             score_form=options.score_form,
             source=f"verisolve train verifier from {base.spec}",
-            prompt=base.prompt,
+            # The scorer renders plain text; a chat template was never part of what it learned.
+            prompt=base.prompt.model_copy(update={"chat": False}),
             overwrite=True,
         )
     return _finish(stage, name, training)

@@ -53,12 +53,7 @@ class VerifierTask:
 
     def counts(self, indices: Sequence[int]) -> dict[str, float]:
         """Rows, solution tokens (value targets) and LM targets of these examples."""
-        rows = [self.examples[i] for i in indices]
-        return {
-            "rows": float(len(rows)),
-            "value": float(sum(e.n_solution for e in rows)),
-            "lm": float(sum(len(e.ids) - max(e.start, 1) for e in rows)),
-        }
+        return count_targets([self.examples[i] for i in indices])
 
     def loss(self, model: Any, batch: dict[str, Any], totals: dict[str, float]) -> Any:
         """Value loss (MSE per token, or BCE per row) plus the weighted LM loss."""
@@ -105,22 +100,24 @@ class VerifierTask:
         """Held-out loss, AUROC overall and within problems, top-1 against the baselines."""
         if not self.val:
             return {}
-        saved, self.examples = self.examples, self.val
-        try:
-            indices = list(range(len(self.val)))
-            totals = self.counts(indices)
-            loss = 0.0
-            lengths = [len(e.ids) for e in self.val]
-            device = next(model.parameters()).device
-            for batch in plan_batches(lengths, 8192, seed=0, shuffle=False):
-                tensors = {
-                    k: v.to(device)
-                    for k, v in collate([self.val[i] for i in batch], self.pad_id).items()
-                }
-                loss += float(self.loss(model, tensors, totals))
-        finally:
-            self.examples = saved
-        return {"loss": loss, **verifier_metrics(self.scores(model, self.val), self.val_candidates)}
+        totals = count_targets(self.val)
+        device = next(model.parameters()).device
+        loss = 0.0
+        lengths = [len(e.ids) for e in self.val]
+        for batch in plan_batches(lengths, 8192, seed=0, shuffle=False):
+            tensors = collate([self.val[i] for i in batch], self.pad_id)
+            loss += float(self.loss(model, {k: v.to(device) for k, v in tensors.items()}, totals))
+        metrics = verifier_metrics(self.scores(model, self.val), self.val_candidates)
+        return {"loss": loss, **metrics}
+
+
+def count_targets(rows: Sequence[Example]) -> dict[str, float]:
+    """Per loss term, its elements in these rows: rows, solution tokens, LM targets."""
+    return {
+        "rows": float(len(rows)),
+        "value": float(sum(e.n_solution for e in rows)),
+        "lm": float(sum(len(e.ids) - max(e.start, 1) for e in rows)),
+    }
 
 
 def _tokenise(
