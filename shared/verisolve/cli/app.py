@@ -18,7 +18,9 @@ from verisolve.cli import (
     models,
     report,
     results,
+    score,
     solve,
+    train,
 )
 from verisolve.cli.bench import app as bench_app
 from verisolve.cli.job_options import with_job_options
@@ -51,6 +53,9 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
 app.add_typer(bench_app, name="bench")
+# Training: fine-tune generators, train verifiers, score any candidate file.
+app.add_typer(train.app, name="train")
+app.command("score")(score.score)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from verisolve.benchmarks.generate import RUNNERS, BenchSetup, compare, first_question
-from verisolve.cli import bench_ingest, bench_inspector, bench_pipeline, bench_steps
+from verisolve.cli import bench_ingest, bench_inspector, bench_pipeline, bench_steps, bench_train
 from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import fail
 from verisolve.db import get_engine, session_scope
@@ -23,6 +23,7 @@ app.command("pipeline")(bench_pipeline.pipeline)
 app.command("ingest")(bench_ingest.ingest)
 app.command("steps")(bench_steps.steps)
 app.command("inspector")(bench_inspector.inspector)
+app.command("train")(bench_train.train)
 console = Console()
 err_console = Console(stderr=True)
 

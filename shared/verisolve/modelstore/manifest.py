@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -62,6 +62,9 @@ class Manifest(BaseModel):
     pad_token_id: int | None = None
     # The longest input the model takes (its position embeddings); None: no known limit.
     max_length: int | None = None
+    # Models trained by `verisolve train`: data, base model, hyperparameters, seed, library
+    # versions and the validation metrics of every epoch.
+    training: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, model_dir: Path) -> Manifest:

@@ -1,0 +1,1 @@
+"""Training: fine-tune generators and train verifiers (needs the export extra)."""

@@ -1,0 +1,82 @@
+"""Tokenised examples and length-bucketed batches (little padding on a CPU, where it all costs).
+
+An example is a row of token ids whose positions from `start` on are the solution: the losses
+read only those (question tokens are masked out). Batches hold rows of similar length up to a
+budget of padded tokens, so the padding a batch carries stays small without packing rows together
+(which would need per-row attention masks the causal kernels do not take).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Rows are sorted by length within windows of this many batches' worth of rows: enough to keep
+# padding low, few enough that the order stays random.
+_WINDOW_BATCHES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """Token ids of prompt and solution, where the solution starts, and the row's label."""
+
+    ids: tuple[int, ...]
+    start: int
+    label: float = 0.0
+    group: int = 0  # the problem, for per-problem metrics
+
+    @property
+    def n_solution(self) -> int:
+        """Solution tokens (positions from `start` on)."""
+        return len(self.ids) - self.start
+
+
+def plan_batches(
+    lengths: Sequence[int], batch_tokens: int, *, seed: int, shuffle: bool = True
+) -> list[list[int]]:
+    """Indices in batches of similar length, each within `batch_tokens` padded tokens."""
+    order = list(range(len(lengths)))
+    rng = random.Random(seed)
+    if shuffle:
+        rng.shuffle(order)
+    mean = max(1, sum(lengths) // max(1, len(lengths)))
+    window = max(1, _WINDOW_BATCHES * max(1, batch_tokens // mean))
+    batches: list[list[int]] = []
+    for begin in range(0, len(order), window):
+        chunk = sorted(order[begin : begin + window], key=lambda i: (lengths[i], i))
+        batch: list[int] = []
+        for index in chunk:
+            # Sorted shortest first, so a batch's padded width is its newest member's length.
+            if batch and (len(batch) + 1) * lengths[index] > batch_tokens:
+                batches.append(batch)
+                batch = []
+            batch.append(index)
+        if batch:
+            batches.append(batch)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> dict[str, Any]:
+    """Right-padded tensors: ids, attention mask, solution mask, last index and label per row."""
+    import torch
+
+    width = max(len(e.ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    solution = torch.zeros((len(examples), width), dtype=torch.bool)
+    for row, example in enumerate(examples):
+        n = len(example.ids)
+        ids[row, :n] = torch.tensor(example.ids, dtype=torch.long)
+        attention[row, :n] = 1
+        solution[row, example.start : n] = True
+    return {
+        "input_ids": ids,
+        "attention_mask": attention,
+        "solution_mask": solution,
+        "last": torch.tensor([len(e.ids) - 1 for e in examples], dtype=torch.long),
+        "labels": torch.tensor([e.label for e in examples], dtype=torch.float32),
+    }

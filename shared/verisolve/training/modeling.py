@@ -1,0 +1,152 @@
+"""The torch modules trained here: a verifier (value head and LM head on one trunk), dropout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def load_causal_lm(hf_dir: Path) -> Any:
+    """A causal LM in fp32 from a Hugging Face directory."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    auto: Any = AutoModelForCausalLM
+    return auto.from_pretrained(str(hf_dir), local_files_only=True, dtype=torch.float32)
+
+
+def add_residual_dropout(model: Any, p: float) -> None:
+    """Dropout on every attention and MLP output before it joins the residual stream."""
+    import torch
+
+    if p <= 0:
+        return
+    layers = getattr(model.base_model, "layers", None)
+    if layers is None:
+        raise ValueError(
+            f"residual dropout needs a Llama-family model (decoder layers with self_attn and "
+            f"mlp); {type(model).__name__} has none"
+        )
+    drop = torch.nn.Dropout(p)
+
+    def after(module: Any, args: Any, output: Any) -> Any:
+        if not module.training:
+            return output
+        if isinstance(output, tuple):
+            return (drop(output[0]), *output[1:])
+        return drop(output)
+
+    for layer in layers:
+        layer.self_attn.register_forward_hook(after)
+        layer.mlp.register_forward_hook(after)
+
+
+def _verifier_net_class() -> Any:
+    """The VerifierNet class (torch imported on first use)."""
+    import torch
+    import torch.nn.functional as f
+
+    class VerifierNet(torch.nn.Module):
+        """A classifier (the exported part) with the generator's LM head on the same trunk."""
+
+        def __init__(self, classifier: Any, lm_head: Any | None, score_form: str) -> None:
+            super().__init__()
+            self.classifier = classifier
+            self.lm_head = lm_head
+            self.score_form = score_form
+
+        def lm_weight(self) -> Any:
+            """The LM head's weight (the input embedding when the two are tied)."""
+            if self.lm_head is not None:
+                return self.lm_head.weight
+            return self.classifier.get_input_embeddings().weight
+
+        def forward(
+            self, input_ids: Any, attention_mask: Any, solution_mask: Any, with_lm: bool = True
+        ) -> tuple[Any, Any, Any]:
+            """Value logits [rows, tokens]; LM logits and targets at the solution's tokens."""
+            trunk = self.classifier.base_model
+            hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            head_in = hidden
+            if hasattr(self.classifier, "dropout"):
+                head_in = self.classifier.dropout(hidden)
+            values = self.classifier.score(head_in).squeeze(-1)
+            if not with_lm:
+                return values, None, None
+            # Position p predicts token p + 1: solution tokens are the targets.
+            targets_at = solution_mask[:, 1:]
+            chosen = hidden[:, :-1][targets_at]
+            logits = f.linear(chosen, self.lm_weight())
+            return values, logits, input_ids[:, 1:][targets_at]
+
+    return VerifierNet
+
+
+def build_verifier(hf_dir: Path, score_form: str, *, with_lm: bool, dropout: float) -> Any:
+    """A verifier net initialised from a causal LM's weights; its value head fresh (seeded)."""
+    import copy
+
+    import torch
+    import transformers
+
+    causal = load_causal_lm(hf_dir)
+    config = copy.deepcopy(causal.config)
+    config.num_labels = 1
+    config.classifier_dropout = 0.0
+    config.use_cache = False
+    if config.pad_token_id is None:
+        config.pad_token_id = _pad_id(hf_dir, config)
+    auto: Any = (
+        transformers.AutoModelForTokenClassification
+        if score_form == "token"
+        else transformers.AutoModelForSequenceClassification
+    )
+    classifier = auto.from_config(config)
+    classifier.base_model.load_state_dict(causal.base_model.state_dict())
+    lm_head = None
+    if with_lm and not getattr(config, "tie_word_embeddings", False):
+        lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        lm_head.weight.data.copy_(causal.get_output_embeddings().weight.data)
+    net = _verifier_net_class()(classifier, lm_head, score_form)
+    add_residual_dropout(classifier, dropout)
+    return net
+
+
+def _pad_id(hf_dir: Path, config: Any) -> int:
+    """The tokenizer's pad id, else the first EOS id."""
+    from verisolve.modelstore.export import eos_token_ids
+    from verisolve.training.tokens import load_tokenizer
+
+    tokenizer = load_tokenizer(hf_dir)
+    pad = tokenizer.token_to_id(_special(hf_dir, "pad_token") or "")
+    if pad is not None:
+        return int(pad)
+    eos = eos_token_ids(hf_dir) or [config.eos_token_id]
+    return int(eos[0] if isinstance(eos, list) else eos)
+
+
+def _special(hf_dir: Path, name: str) -> str | None:
+    """A special token's text from tokenizer_config.json, if named there."""
+    import json
+
+    path = hf_dir / "tokenizer_config.json"
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text(encoding="utf-8")).get(name)
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def save_hf(model: Any, hf_src: Path, out_dir: Path) -> Path:
+    """A Hugging Face directory: the model's config and safetensors, the source's tokenizer."""
+    import shutil
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    for name in (*TOKENIZER_FILES, "generation_config.json"):
+        if (hf_src / name).is_file() and not (out_dir / name).is_file():
+            shutil.copy2(hf_src / name, out_dir / name)
+    return out_dir

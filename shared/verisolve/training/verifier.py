@@ -1,0 +1,192 @@
+"""Training a verifier the paper's way (token form) or as a reward model (sequence form).
+
+Token form: a value after every solution token, mean squared error of its sigmoid against the
+candidate's 0/1 label, trained jointly with the language-modelling loss on the solution tokens
+(question tokens are in neither loss). Sequence form: one logit at the last token, binary
+cross-entropy. The trunk starts from the base generator's weights; the value head is new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from verisolve.modelstore.manifest import Manifest
+from verisolve.training.base import BaseModel
+from verisolve.training.batching import Example, collate, plan_batches
+from verisolve.training.data import Dataset, LabelledCandidate, check_labels, split_problems
+from verisolve.training.loop import LoopConfig, LoopRun, cleanup, train
+from verisolve.training.metrics import verifier_metrics
+from verisolve.training.publish import provenance, publish_verifier
+from verisolve.training.tokens import load_tokenizer, verifier_example
+
+
+@dataclass(frozen=True)
+class VerifierOptions:
+    """What a verifier run does beyond the loop's hyperparameters."""
+
+    score_form: str = "token"
+    lm_weight: float = 1.0
+    dropout: float = 0.0
+    val_fraction: float = 0.1
+    max_length: int | None = 1024
+    int8: bool = False
+
+
+class VerifierTask:
+    """The verifier's losses and validation for the training loop."""
+
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        val: Sequence[Example],
+        val_candidates: Sequence[LabelledCandidate],
+        pad_id: int,
+        options: VerifierOptions,
+    ) -> None:
+        self.examples = examples
+        self.val = val
+        self.val_candidates = val_candidates
+        self.pad_id = pad_id
+        self.options = options
+
+    def counts(self, indices: Sequence[int]) -> dict[str, float]:
+        """Rows, solution tokens (value targets) and LM targets of these examples."""
+        return count_targets([self.examples[i] for i in indices])
+
+    def loss(self, model: Any, batch: dict[str, Any], totals: dict[str, float]) -> Any:
+        """Value loss (MSE per token, or BCE per row) plus the weighted LM loss."""
+        import torch.nn.functional as f
+
+        with_lm = self.options.lm_weight > 0
+        values, logits, targets = model(
+            batch["input_ids"], batch["attention_mask"], batch["solution_mask"], with_lm
+        )
+        values = values.float()
+        if self.options.score_form == "token":
+            mask = batch["solution_mask"]
+            labels = batch["labels"][:, None].expand_as(values)[mask]
+            value = f.mse_loss(values[mask].sigmoid(), labels, reduction="sum")
+            loss = value / max(totals["value"], 1.0)
+        else:
+            last = values.gather(1, batch["last"][:, None]).squeeze(1)
+            value = f.binary_cross_entropy_with_logits(last, batch["labels"], reduction="sum")
+            loss = value / max(totals["rows"], 1.0)
+        if with_lm and logits is not None and logits.shape[0] > 0:
+            lm = f.cross_entropy(logits.float(), targets, reduction="sum")
+            loss = loss + self.options.lm_weight * lm / max(totals["lm"], 1.0)
+        return loss
+
+    def scores(self, model: Any, examples: Sequence[Example]) -> list[float]:
+        """P(correct) at each example's last token, in order."""
+        out = [0.0] * len(examples)
+        lengths = [len(e.ids) for e in examples]
+        device = next(model.parameters()).device
+        for batch in plan_batches(lengths, 8192, seed=0, shuffle=False):
+            tensors = collate([examples[i] for i in batch], self.pad_id)
+            values, _, _ = model(
+                tensors["input_ids"].to(device),
+                tensors["attention_mask"].to(device),
+                tensors["solution_mask"].to(device),
+                False,
+            )
+            last = values.float().gather(1, tensors["last"].to(device)[:, None]).sigmoid()
+            for index, value in zip(batch, last.squeeze(1).tolist(), strict=True):
+                out[index] = float(value)
+        return out
+
+    def validate(self, model: Any) -> dict[str, Any]:
+        """Held-out loss, AUROC overall and within problems, top-1 against the baselines."""
+        if not self.val:
+            return {}
+        totals = count_targets(self.val)
+        device = next(model.parameters()).device
+        loss = 0.0
+        lengths = [len(e.ids) for e in self.val]
+        for batch in plan_batches(lengths, 8192, seed=0, shuffle=False):
+            tensors = collate([self.val[i] for i in batch], self.pad_id)
+            loss += float(self.loss(model, {k: v.to(device) for k, v in tensors.items()}, totals))
+        metrics = verifier_metrics(self.scores(model, self.val), self.val_candidates)
+        return {"loss": loss, **metrics}
+
+
+def count_targets(rows: Sequence[Example]) -> dict[str, float]:
+    """Per loss term, its elements in these rows: rows, solution tokens, LM targets."""
+    return {
+        "rows": float(len(rows)),
+        "value": float(sum(e.n_solution for e in rows)),
+        "lm": float(sum(len(e.ids) - max(e.start, 1) for e in rows)),
+    }
+
+
+def _tokenise(
+    base: BaseModel, candidates: Sequence[LabelledCandidate], options: VerifierOptions
+) -> list[Example]:
+    """Token rows of the candidates, as the exported verifier will score them."""
+    tokenizer = load_tokenizer(base.hf_dir)
+    groups: dict[str, int] = {}
+    return [
+        verifier_example(
+            tokenizer,
+            base.prompt,
+            c.question,
+            c.completion,
+            label=1.0 if c.correct else 0.0,
+            group=groups.setdefault(c.problem, len(groups)),
+            max_length=options.max_length,
+        )
+        for c in candidates
+    ]
+
+
+def train_verifier(
+    dataset: Dataset,
+    base: BaseModel,
+    name: str,
+    config: LoopConfig,
+    options: VerifierOptions,
+    run: LoopRun,
+) -> Manifest | None:
+    """Train, export, register; the manifest (None on a process other than the main one)."""
+    from accelerate.utils import set_seed
+
+    from verisolve.training.modeling import build_verifier
+
+    check_labels(dataset.candidates)
+    train_set, val_set = split_problems(dataset.candidates, options.val_fraction, config.seed)
+    check_labels(train_set)
+    set_seed(config.seed)
+    net = build_verifier(
+        base.hf_dir, options.score_form, with_lm=options.lm_weight > 0, dropout=options.dropout
+    )
+    pad_id = int(net.classifier.config.pad_token_id)
+    task = VerifierTask(
+        _tokenise(base, train_set, options),
+        _tokenise(base, val_set, options),
+        val_set,
+        pad_id,
+        options,
+    )
+    extra = {"kind": "verifier", **asdict(options), "base": base.sha256}
+    trained = train(net, task, config, run, extra)
+    if trained is None:
+        return None
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return None
+    counts = {
+        "candidates_train": len(train_set),
+        "candidates_validation": len(val_set),
+        "problems_train": len({c.problem for c in train_set}),
+        "problems_validation": len({c.problem for c in val_set}),
+        "right_train": sum(c.correct for c in train_set),
+        "right_validation": sum(c.correct for c in val_set),
+    }
+    training = provenance(
+        "verifier", dataset.source | counts, base, config, asdict(options), run.epoch_metrics
+    )
+    manifest = publish_verifier(trained.classifier, base, name, training, options, run.work_dir)
+    cleanup(run, True)
+    return manifest

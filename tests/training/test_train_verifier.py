@@ -1,0 +1,118 @@
+"""`verisolve train verifier`: learns what is learnable, not noise; exported scores match torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from training_data import write_candidates
+from typer.testing import CliRunner
+
+from verisolve.cli.app import app
+from verisolve.inference.verifier import Verifier, verifier_text
+from verisolve.modelstore.manifest import Manifest
+from verisolve.settings import get_settings
+
+runner = CliRunner()
+FAST = ["--batch-tokens", "2048", "--accumulation", "1", "--learning-rate", "3e-3"]
+
+
+def train(*args: str) -> Manifest:
+    """Run the command, fail with its output if it fails; the registered model's manifest."""
+    result = runner.invoke(app, ["train", "verifier", *args])
+    assert result.exit_code == 0, result.output
+    name = args[args.index("--name") + 1]
+    return Manifest.load(get_settings().models_path / name)
+
+
+def last_epoch(manifest: Manifest) -> dict[str, Any]:
+    assert manifest.training is not None
+    return dict(manifest.training["epochs"][-1])
+
+
+def test_a_verifier_learns_what_the_text_shows(tiny_base: Path, tmp_path: Path) -> None:
+    data = write_candidates(tmp_path / "c.jsonl", 120)
+    manifest = train(
+        "--candidates",
+        str(data),
+        "--base",
+        str(tiny_base),
+        "--name",
+        "learned",
+        "--epochs",
+        "3",
+        "--val-fraction",
+        "0.25",
+        *FAST,
+    )
+    metrics = last_epoch(manifest)
+    assert metrics["auroc"] >= 0.9
+    assert metrics["auroc_within_problem"] >= 0.9
+    assert metrics["problems"] == 30
+    assert metrics["accuracy_verifier_top1"] > metrics["accuracy_first_sample"]
+    assert manifest.kind == "verifier"
+    assert manifest.score_form == "token"
+    training = manifest.training or {}
+    assert training["data"]["problems_validation"] == 30
+    assert training["data"]["sha256"]
+    assert training["base"]["sha256"]
+    assert training["hyperparameters"]["epochs"] == 3
+    assert training["seed"] == 0
+    assert {"torch", "transformers", "accelerate"} <= set(training["versions"])
+    # The registered verifier scores a file at once.
+    out = tmp_path / "scored.jsonl"
+    result = runner.invoke(app, ["score", str(data), "--verifier", "learned", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 480
+    assert all(0 <= r["score"] <= 1 and r["token_values"] for r in rows)
+    assert rows[0]["correct"] in (True, False)  # other fields kept
+
+
+def test_shuffled_labels_teach_nothing(tiny_base: Path, tmp_path: Path) -> None:
+    data = write_candidates(tmp_path / "c.jsonl", 120, shuffle=True)
+    manifest = train(
+        "--candidates",
+        str(data),
+        "--base",
+        str(tiny_base),
+        "--name",
+        "noise",
+        "--epochs",
+        "3",
+        "--val-fraction",
+        "0.25",
+        *FAST,
+    )
+    assert last_epoch(manifest)["auroc"] <= 0.65
+
+
+@pytest.mark.parametrize("form", ["token", "sequence"])
+def test_exported_scores_equal_torch(tiny_base: Path, tmp_path: Path, form: str) -> None:
+    import torch
+
+    from verisolve.training.base import resolve_base
+    from verisolve.training.data import load_candidate_file
+    from verisolve.training.modeling import build_verifier
+    from verisolve.training.publish import publish_verifier
+    from verisolve.training.verifier import VerifierOptions, VerifierTask, _tokenise
+
+    candidates = load_candidate_file(write_candidates(tmp_path / "c.jsonl", 6)).candidates
+    base = resolve_base(str(tiny_base))
+    options = VerifierOptions(score_form=form)
+    torch.manual_seed(3)
+    net = build_verifier(tiny_base, form, with_lm=True, dropout=0.0).eval()
+    with torch.no_grad():  # a head that spreads the scores, so equality means something
+        net.classifier.score.weight.mul_(40.0)
+    examples = _tokenise(base, candidates, options)
+    pad = int(net.classifier.config.pad_token_id)
+    with torch.no_grad():
+        expected = VerifierTask(examples, [], [], pad, options).scores(net, examples)
+    publish_verifier(net.classifier, base, "exported", {}, options, tmp_path / "work")
+    verifier = Verifier.load(get_settings().models_path / "exported")
+    texts = [verifier_text(base.prompt, c.question, c.completion) for c in candidates]
+    got = [s.score for s in verifier.score_texts(texts)]
+    assert max(expected) - min(expected) > 0.05
+    assert got == pytest.approx(expected, abs=1e-4)
