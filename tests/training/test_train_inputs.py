@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from verisolve.cli.app import app
 from verisolve.db import get_engine, session_scope
-from verisolve.db.migrate import ensure_schema
+from verisolve.db.migrate import prepare_schema
 from verisolve.settings import get_settings
 from verisolve.tables import Candidate, Job, JobStatus, Problem, ProblemStatus
 
@@ -21,7 +21,7 @@ runner = CliRunner()
 def make_job(status: str, rows: list[dict[str, object]], *, gold: bool = True) -> int:
     """A job in the configured database with the candidates of a candidate file's rows."""
     engine = get_engine(get_settings().database_url)
-    ensure_schema(engine)
+    prepare_schema(engine)
     with session_scope(engine) as session:
         job = Job(
             generator="gen",

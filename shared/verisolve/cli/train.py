@@ -86,6 +86,7 @@ def check_name(name: str) -> None:
 @contextmanager
 def clear_errors(source: Path | None = None) -> Iterator[None]:
     """Turn the errors a user can fix into one line on stderr and exit status 1."""
+    from verisolve.db.migrate import SchemaError
     from verisolve.jsonl import JsonlFileError
     from verisolve.modelstore.export import ExportError
     from verisolve.training.base import BaseModelError
@@ -97,7 +98,14 @@ def clear_errors(source: Path | None = None) -> Iterator[None]:
     except JsonlFileError as exc:
         print_line_errors(source or Path("input"), exc, consequence="nothing was trained")
         raise typer.Exit(1) from None
-    except (TrainingDataError, BaseModelError, ResumeError, ExportError, ValueError) as exc:
+    except (
+        TrainingDataError,
+        BaseModelError,
+        ResumeError,
+        ExportError,
+        SchemaError,
+        ValueError,
+    ) as exc:
         fail(str(exc))
         raise typer.Exit(1) from None
 
@@ -157,7 +165,7 @@ def run_main_only(action: Callable[[], None]) -> None:
 def _dataset(jobs: str | None, candidates: Path | None) -> Any:
     """The labelled candidates of the jobs or of the file (exactly one of them)."""
     from verisolve.db import get_engine, session_scope
-    from verisolve.db.migrate import ensure_schema
+    from verisolve.db.migrate import prepare_schema
     from verisolve.training.data import load_candidate_file, load_jobs
 
     if (jobs is None) == (candidates is None):
@@ -166,7 +174,7 @@ def _dataset(jobs: str | None, candidates: Path | None) -> Any:
     if candidates is not None:
         return load_candidate_file(candidates)
     engine = get_engine(get_settings().database_url)
-    ensure_schema(engine)
+    prepare_schema(engine)
     with session_scope(engine) as session:
         return load_jobs(session, job_ids(jobs or ""))
 

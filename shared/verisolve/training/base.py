@@ -39,7 +39,7 @@ def weights_sha256(hf_dir: Path) -> str:
 def _store_dir(spec: str) -> Path | None:
     """The store model directory that `spec` names (a path or a registered name), or None."""
     from verisolve.db import get_engine, session_scope
-    from verisolve.db.migrate import ensure_schema
+    from verisolve.db.migrate import prepare_schema
     from verisolve.settings import get_settings
 
     settings = get_settings()
@@ -47,7 +47,7 @@ def _store_dir(spec: str) -> Path | None:
         if (candidate / MANIFEST_FILE).is_file():
             return candidate.resolve()
     engine = get_engine(settings.database_url)
-    ensure_schema(engine)
+    prepare_schema(engine)
     with session_scope(engine) as session:
         row = registry.get(session, spec)
         return Path(row.path) if row is not None else None

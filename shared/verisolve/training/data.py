@@ -31,6 +31,7 @@ from verisolve.jsonl import (
     required_text,
 )
 from verisolve.modelstore.manifest import sha256_file
+from verisolve.pipeline.jobs import JobNotFound, get_job
 from verisolve.problems import gold_field, id_field, load_problems
 from verisolve.settings import get_settings
 from verisolve.tables import Candidate, Job, JobStatus, Problem
@@ -121,9 +122,10 @@ def load_candidate_file(path: Path) -> Dataset:
 
 def _check_job(session: Session, job_id: int) -> Job:
     """A job whose candidates can be trained on, or a TrainingDataError saying why not."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise TrainingDataError(f"job {job_id}: no such job in the database")
+    try:
+        job = get_job(session, job_id)
+    except JobNotFound as exc:
+        raise TrainingDataError(str(exc)) from None
     if job.status in (JobStatus.PENDING, JobStatus.RUNNING):
         raise TrainingDataError(f"job {job_id} is still {job.status}: train on it once it is done")
     without_gold = session.scalar(

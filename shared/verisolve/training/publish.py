@@ -74,11 +74,11 @@ def install(stage: Path, target: Path) -> None:
 def register(manifest: Manifest, path: Path) -> None:
     """Record the installed model in the registry of the configured database."""
     from verisolve.db import get_engine, session_scope
-    from verisolve.db.migrate import ensure_schema
+    from verisolve.db.migrate import prepare_schema
     from verisolve.modelstore import registry
 
     engine = get_engine(get_settings().database_url)
-    ensure_schema(engine)
+    prepare_schema(engine)
     with session_scope(engine) as session:
         registry.register(session, manifest, path)
 
