@@ -22,6 +22,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 RABBITMQ_URL = os.environ.get("VERISOLVE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
+
 def service_unavailable(what: str, why: object) -> None:
     """Skip a test that needs a service, or fail it under CI=true, where skipping hides a gap."""
     message = f"{what} is not reachable: {why}"

@@ -5,12 +5,15 @@
 
 Problems may have different numbers of candidates. ``N`` is the largest count; at a subset size
 ``k`` a problem with fewer than ``k`` candidates uses all of them, so every curve ends, at
-``k = N``, on the full-candidate number. Problems without a gold answer count towards the parse
-and calculator rates only; a graded problem without candidates counts as unsolved.
+``k = N``, on the full-candidate number, except the first sample's, which is the single-sample
+accuracy at every size (the first of a random subset is a random sample). Problems without a
+gold answer count towards the parse and calculator rates only; a graded problem without
+candidates counts as unsolved.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -197,6 +200,18 @@ def mean_pass_at_k(problems: Sequence[ProblemCandidates], k: int) -> float:
     return sum(values) / len(values)
 
 
+def _subsets(
+    candidates: Sequence[EvalCandidate], size: int, draws: int, rng: np.random.Generator
+) -> list[Sequence[EvalCandidate]]:
+    """Every size-``size`` subset when there are few (an exact mean), else ``draws`` random ones."""
+    n = len(candidates)
+    if size >= n:
+        return [candidates]
+    if math.comb(n, size) <= max(draws, n):
+        return [list(sub) for sub in itertools.combinations(candidates, size)]
+    return [[candidates[i] for i in rng.choice(n, size=size, replace=False)] for _ in range(draws)]
+
+
 def _subset_hits(
     problem: ProblemCandidates,
     size: int,
@@ -206,18 +221,18 @@ def _subset_hits(
     draws: int,
     rng: np.random.Generator,
 ) -> list[float]:
-    """Per strategy, the fraction of random size-``size`` subsets on which it is right."""
-    n = len(problem.candidates)
-    if size >= n:
-        subsets: list[Sequence[EvalCandidate]] = [problem.candidates]
-    else:
-        subsets = [
-            [problem.candidates[i] for i in rng.choice(n, size=size, replace=False)]
-            for _ in range(draws)
-        ]
+    """Per strategy, the expected accuracy on a random size-``size`` subset of the candidates.
+
+    The first sample of a random subset is a random sample, so its curve is the single-sample
+    accuracy at every size, computed exactly rather than estimated.
+    """
+    subsets = _subsets(problem.candidates, size, draws, rng)
     memo: dict[str | None, bool] = {}
+    flags = _correct_flags(problem)
     return [
-        sum(_is_right(select(s, sub, k=k).answer, problem.gold, memo) for sub in subsets)
+        (sum(flags) / len(flags) if flags else 0.0)
+        if s is Strategy.FIRST
+        else sum(_is_right(select(s, sub, k=k).answer, problem.gold, memo) for sub in subsets)
         / len(subsets)
         for s in strategies
     ]
@@ -231,7 +246,11 @@ def accuracy_curves(
     seed: int = 0,
     draws: int = DEFAULT_DRAWS,
 ) -> dict[Strategy, dict[int, float]]:
-    """Accuracy against subset size (curve_ks of the largest N), mean over random subsets."""
+    """Accuracy against subset size (curve_ks of the largest N), expected over subsets.
+
+    Exact where a problem has few subsets of a size (always at sizes 1 and N - 1), else the mean
+    over ``draws`` random subsets.
+    """
     if draws < 1:
         raise ValueError(f"draws must be at least 1, got {draws}")
     rng = np.random.default_rng(seed)

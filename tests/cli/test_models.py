@@ -48,7 +48,7 @@ def _models_cli(*args: str) -> str:
 
 def _table_rows(output: str) -> dict[str, list[str]]:
     """The rows of a rich table by their first cell."""
-    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in output.splitlines()]
+    rows = [[c.strip() for c in line.split("│")] for line in output.splitlines() if "│" in line]
     return {cells[0]: cells for cells in rows if cells and cells[0] not in ("", "name")}
 
 
@@ -78,6 +78,11 @@ def test_export_and_list_a_generator_and_a_verifier(tiny_dirs: dict[str, Path]) 
         assert rows[name][1:3] == [kind, int8]
         assert rows[name][4] == _registered()[name][1][:12]
     assert list(_table_rows(_models_cli("list", "--kind", "verifier"))) == ["v"]
+    narrow = runner.invoke(app, ["models", "list"], env={"COLUMNS": "80"}).output
+    assert max(len(line) for line in narrow.splitlines()) <= 80
+    rows = _table_rows(narrow)
+    assert sorted(rows) == ["g", "v"]
+    assert all(len(rows[name][5]) == len("2026-11-30") for name in rows)  # dates are whole
     shown = _models_cli("show", "g")
     assert json.loads(shown.split("\n", 1)[1])["name"] == "g"
 

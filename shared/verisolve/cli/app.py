@@ -8,6 +8,7 @@ from verisolve.cli import (
     api,
     calc,
     check,
+    data,
     db,
     evaluate,
     grade,
@@ -41,6 +42,7 @@ app.command("check")(check.check)
 app.command("grade")(grade.grade)
 app.command("evaluate")(evaluate.evaluate)
 app.command("calc", context_settings=calc.CONTEXT_SETTINGS)(calc.calc)
+app.add_typer(data.app, name="data")
 # The distributed deployment: jobs, workers, relay, API, metrics.
 jobs.register(app)
 app.command("api")(api.api)

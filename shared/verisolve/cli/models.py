@@ -5,12 +5,12 @@ from __future__ import annotations
 import enum
 import re
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import sqlalchemy as sa
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -170,10 +170,12 @@ def install_default(
     if default.is_installed(target) and not force:
         console.print(f"The default generator is already installed at {target}")
     else:
-        console.print(f"Building the default generator into {target} (about a minute)")
+        console.print(f"Building the default generator into {target} (about two minutes)")
         start = time.perf_counter()
         try:
-            default.install_default(models_dir, force=force)
+            default.install_default(
+                models_dir, force=force, on_stage=lambda line: console.print(f"  {line}")
+            )
         except default.DefaultModelError as exc:
             fail(str(exc))
             raise typer.Exit(1) from None
@@ -185,12 +187,14 @@ def install_default(
 def list_(
     kind: Annotated[Kind | None, typer.Option(help="Only this kind.")] = None,
 ) -> None:
-    """Show the registered models."""
+    """Show the registered models (a model stored elsewhere than NAME/ in the store is listed)."""
+    store = get_settings().models_path.resolve()
     with session_scope(_engine()) as session:
         rows = registry.list_models(session, kind)
-        table = Table()
-        for column in ("name", "kind", "int8", "size", "sha256", "path", "created"):
-            table.add_column(column, no_wrap=column != "path", overflow="fold")
+        table = Table(box=box.MINIMAL_HEAVY_HEAD, pad_edge=False)
+        for column in ("name", "kind", "int8", "size", "sha256", "created"):
+            table.add_column(column, no_wrap=column != "name", overflow="fold")
+        elsewhere: list[tuple[str, str]] = []
         for row in rows:
             manifest = Manifest.model_validate(row.manifest)
             table.add_row(
@@ -199,13 +203,17 @@ def list_(
                 "yes" if manifest.int8 else "no",
                 _size(Path(row.path), manifest),
                 row.sha256[:12],
-                row.path,
-                _when(row.created_at),
+                row.created_at.strftime("%Y-%m-%d"),
             )
+            if Path(row.path) != store / row.name:
+                elsewhere.append((row.name, row.path))
     if not rows:
         console.print("No models registered (try `verisolve models install-default`).")
         return
+    console.print(f"Model store: {store}", markup=False, highlight=False)
     console.print(table)
+    for name, path in elsewhere:
+        console.print(f"{name}: {path}", markup=False, highlight=False)
 
 
 @app.command()
@@ -234,8 +242,3 @@ def _size(path: Path, manifest: Manifest) -> str:
             return f"{total:.0f} {unit}"
         total /= 1024
     return f"{total:.1f} GB"
-
-
-def _when(moment: datetime) -> str:
-    """A creation time to the minute."""
-    return moment.strftime("%Y-%m-%d %H:%M")

@@ -17,6 +17,7 @@ from verisolve.db import get_engine, session_scope
 from verisolve.db.migrate import ensure_schema
 from verisolve.evaluation import evaluate
 from verisolve.executors.inline import InlineExecutor, ProblemDone
+from verisolve.jsonl import write_jsonl
 from verisolve.pipeline.jobs import JobError, JobSpec, create_job, find_job
 from verisolve.pipeline.results import answer_rows
 from verisolve.pipeline.stages import job_candidates
@@ -87,9 +88,7 @@ def _write_answers(job_id: int, output: Path | None) -> None:
         rows = list(answer_rows(session, job))
         report = evaluate(job_candidates(session, job.id), k=job.vote_k, seed=job.seed)
     if output is not None:
-        tmp = output.with_name(output.name + ".partial")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        tmp.replace(output)
+        write_jsonl(output, rows)
         console.print(f"Answers written to {output}")
     else:
         for row in rows:

