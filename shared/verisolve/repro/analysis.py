@@ -52,7 +52,7 @@ def training_candidates(engine: sa.Engine, job_id: int) -> Iterator[dict[str, An
             Candidate.sample_index,
             Candidate.text,
             Candidate.answer,
-        )  # fmt: skip
+        )
         .join(Candidate, Candidate.problem_id == Problem.id)
         .where(Problem.job_id == job_id)
         .order_by(Problem.id, Candidate.sample_index)

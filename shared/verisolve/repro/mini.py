@@ -141,6 +141,14 @@ def _job(run: Run, name: str) -> Any | None:
         engine.dispose()
 
 
+def _finished_job(run: Run, name: str) -> Any:
+    """The job of this name, which an earlier stage made; an error if it is missing."""
+    job = _job(run, name)
+    if job is None:
+        raise ReproError(f"no job named {name!r} in {run.state}")
+    return job
+
+
 def _registered(run: Run, name: str) -> bool:
     from verisolve.modelstore.manifest import MANIFEST_FILE
 
@@ -212,8 +220,7 @@ def stage_verifier(run: Run) -> None:
     """`verisolve train verifier` on the training job's labelled samples."""
     if _registered(run, VERIFIER):
         return
-    job = _job(run, TRAIN_JOB)
-    assert job is not None
+    job = _finished_job(run, TRAIN_JOB)
     _train_verifier(run, VERIFIER, ["--jobs", str(job.id)])
 
 
@@ -235,9 +242,8 @@ def stage_scaling(run: Run) -> None:
     """Verifiers trained on fewer training problems, each scoring the test job's samples."""
     from verisolve.repro.analysis import training_candidates
 
-    job = _job(run, TRAIN_JOB)
-    test = _job(run, TEST_JOB)
-    assert job is not None and test is not None
+    job = _finished_job(run, TRAIN_JOB)
+    test = _finished_job(run, TEST_JOB)
     rows = list(training_candidates(_database(run), job.id))
     problems = sorted({r["problem"] for r in rows})
     random.Random(run.seed).shuffle(problems)
@@ -263,9 +269,8 @@ def stage_report(run: Run, started: float) -> dict[str, Any]:
     """The result: accuracy per strategy with intervals, curves, scaling; JSON and a plot."""
     from verisolve.repro.analysis import analyse
 
-    test = _job(run, TEST_JOB)
-    train = _job(run, TRAIN_JOB)
-    assert test is not None and train is not None
+    test = _finished_job(run, TEST_JOB)
+    train = _finished_job(run, TRAIN_JOB)
     run.verisolve("report", str(test.id), "--plot", str(run.file("report-curves.png")))
     result = analyse(run, test.id, train.id)
     result["sizes"] = asdict(run.sizes)
