@@ -16,6 +16,7 @@ from verisolve.cli import (
     jobs,
     keys,
     models,
+    repro,
     report,
     results,
     score,
@@ -45,6 +46,7 @@ app.command("grade")(grade.grade)
 app.command("evaluate")(evaluate.evaluate)
 app.command("calc", context_settings=calc.CONTEXT_SETTINGS)(calc.calc)
 app.add_typer(data.app, name="data")
+app.add_typer(repro.app, name="repro")
 # The distributed deployment: jobs, workers, relay, API, metrics.
 jobs.register(app)
 app.command("api")(api.api)

@@ -1,0 +1,306 @@
+"""`verisolve repro mini`: the paper's pipeline at small scale, each stage a real command.
+
+Stages: synthetic data, a Llama built from scratch, `train generator`, `solve` the training
+problems with N samples, `train verifier` on that job, `solve` the test problems with the
+verifier, then the analysis (accuracy against N with bootstrap intervals, and the verifier's
+gain against the size of its training set). Everything lives under one folder, with its own
+SQLite database and model store; a stage whose result exists is skipped, so an interrupted run
+picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from verisolve.jsonl import write_jsonl
+from verisolve.repro.scratch import ScratchShape
+
+GENERATOR = "mini-gen"
+VERIFIER = "mini-ver"
+TRAIN_JOB = "mini-train"
+TEST_JOB = "mini-test"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each part of the run is."""
+
+    gen_problems: int  # worked solutions the generator is fine-tuned on
+    ver_problems: int  # training problems sampled for the verifier's data
+    train_samples: int  # N per verifier-training problem
+    test_problems: int
+    test_samples: int  # N at test time (the largest N of the curves)
+    shape: ScratchShape
+    gen_epochs: int = 2
+    gen_lr: float = 2e-3
+    ver_epochs: int = 1
+    ver_lr: float = 3e-4
+    max_new_tokens: int = 160
+    temperature: float = 0.7
+    vote_k: int = 3
+    # Shares of the verifier's training problems for the data-scaling curve (1.0 is the run's).
+    scaling: tuple[float, ...] = (0.25, 0.5, 1.0)
+    min_steps: int = 2
+    max_steps: int = 4
+
+
+MINI = Sizes(
+    gen_problems=12_000,
+    ver_problems=2_000,
+    train_samples=16,
+    test_problems=500,
+    test_samples=32,
+    shape=ScratchShape(layers=4, hidden=256, heads=4, vocab=512),
+)
+SCALE = replace(
+    MINI, gen_problems=40_000, ver_problems=8_000, train_samples=100, test_samples=100,
+    test_problems=1_000, vote_k=5, shape=ScratchShape(layers=8, hidden=384, heads=6, vocab=1024),
+)  # fmt: skip
+SMOKE = Sizes(
+    gen_problems=200,
+    ver_problems=24,
+    train_samples=4,
+    test_problems=12,
+    test_samples=4,
+    shape=ScratchShape(layers=1, hidden=64, heads=2, vocab=300, max_positions=256),
+    gen_epochs=1,
+    max_new_tokens=48,
+    scaling=(0.5, 1.0),
+)
+
+
+@dataclass
+class Run:
+    """One run's folder, sizes and seed, and how it calls verisolve's commands."""
+
+    out: Path
+    sizes: Sizes
+    seed: int = 0
+    say: Callable[[str], None] = print
+
+    @property
+    def state(self) -> Path:
+        return self.out / "state"
+
+    def env(self) -> dict[str, str]:
+        """The commands' environment: this run's own database and model store."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VERISOLVE_")}
+        keep = ("VERISOLVE_PROVIDER", "VERISOLVE_GSM8K_DIR")
+        env.update({k: os.environ[k] for k in keep if k in os.environ})
+        env["VERISOLVE_DATA_DIR"] = str(self.state)
+        return env
+
+    def verisolve(self, *args: str) -> None:
+        """Run one verisolve command in a child process, its output shown as it comes."""
+        command = [sys.executable, "-m", "verisolve", *args]
+        done = subprocess.run(command, env=self.env(), check=False)
+        if done.returncode != 0:
+            raise ReproError(f"`verisolve {' '.join(args)}` failed (exit {done.returncode})")
+
+    def file(self, name: str) -> Path:
+        return self.out / name
+
+
+class ReproError(RuntimeError):
+    """A stage of the reproduction failed."""
+
+
+def _database(run: Run) -> Any:
+    from verisolve.db import create_engine
+
+    return create_engine(f"sqlite:///{run.state / 'verisolve.db'}")
+
+
+def _job(run: Run, name: str) -> Any | None:
+    """The newest job of this name, or None."""
+    import sqlalchemy as sa
+    from sqlalchemy.orm import Session
+
+    from verisolve.tables import Job
+
+    if not (run.state / "verisolve.db").is_file():
+        return None
+    engine = _database(run)
+    try:
+        with Session(engine) as session:
+            query = sa.select(Job).where(Job.name == name).order_by(Job.id.desc()).limit(1)
+            job = session.scalars(query).first()
+            if job is not None:
+                session.expunge(job)
+            return job
+    finally:
+        engine.dispose()
+
+
+def _finished_job(run: Run, name: str) -> Any:
+    """The job of this name, which an earlier stage made; an error if it is missing."""
+    job = _job(run, name)
+    if job is None:
+        raise ReproError(f"no job named {name!r} in {run.state}")
+    return job
+
+
+def _registered(run: Run, name: str) -> bool:
+    from verisolve.modelstore.manifest import MANIFEST_FILE
+
+    return (run.state / "models" / name / MANIFEST_FILE).is_file()
+
+
+def stage_data(run: Run) -> None:
+    """Synthetic training and test problems (a question is in one split only)."""
+    s = run.sizes
+    common = ["--min-steps", str(s.min_steps), "--max-steps", str(s.max_steps)]
+    if not run.file("train.jsonl").is_file():
+        run.verisolve("data", "synth", "--n", str(s.gen_problems), "--seed", str(run.seed),
+                      "-o", str(run.file("train.jsonl")), *common)  # fmt: skip
+    if not run.file("test.jsonl").is_file():
+        run.verisolve("data", "synth", "--n", str(s.test_problems), "--seed", str(run.seed + 1),
+                      "--split", "test", "-o", str(run.file("test.jsonl")), *common)  # fmt: skip
+    if not run.file("verifier-train.jsonl").is_file():
+        lines = run.file("train.jsonl").read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines[: s.ver_problems]]
+        write_jsonl(run.file("verifier-train.jsonl"), rows)
+
+
+def stage_base(run: Run) -> None:
+    """A Llama of the run's shape with a tokenizer trained on the training problems."""
+    from verisolve.repro.scratch import build_scratch_model
+
+    base = run.file("base")
+    if (base / "config.json").is_file():
+        return
+    rows = [json.loads(x) for x in run.file("train.jsonl").read_text("utf-8").splitlines()]
+    texts = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows]
+    tmp = run.file("base.partial")
+    build_scratch_model(texts, tmp, run.sizes.shape, seed=run.seed)
+    tmp.rename(base)
+
+
+def stage_generator(run: Run) -> None:
+    """`verisolve train generator` on the synthetic training set."""
+    if _registered(run, GENERATOR):
+        return
+    s = run.sizes
+    run.verisolve(
+        "train", "generator", str(run.file("train.jsonl")), "--base", str(run.file("base")),
+        "--name", GENERATOR, "--epochs", str(s.gen_epochs), "--learning-rate", str(s.gen_lr),
+        "--seed", str(run.seed), "--max-length", str(s.shape.max_positions),
+    )  # fmt: skip
+
+
+def _solve(run: Run, problems: str, job: str, samples: int, verifier: str) -> None:
+    found = _job(run, job)
+    if found is not None and found.status == "done":
+        return
+    s = run.sizes
+    strategy = ["--strategy", "verifier"] if verifier != "none" else []
+    run.verisolve(
+        "solve", str(run.file(problems)), "--generator", GENERATOR, "--verifier", verifier,
+        "-n", str(samples), "--max-new-tokens", str(s.max_new_tokens),
+        "--temperature", str(s.temperature), "--seed", str(run.seed), "--vote-k", str(s.vote_k),
+        "--name", job, *strategy, "-o", str(run.file(f"{job}.answers.jsonl")),
+    )  # fmt: skip
+
+
+def stage_sample_train(run: Run) -> None:
+    """Sample N solutions for each verifier-training problem."""
+    _solve(run, "verifier-train.jsonl", TRAIN_JOB, run.sizes.train_samples, "none")
+
+
+def stage_verifier(run: Run) -> None:
+    """`verisolve train verifier` on the training job's labelled samples."""
+    if _registered(run, VERIFIER):
+        return
+    job = _finished_job(run, TRAIN_JOB)
+    _train_verifier(run, VERIFIER, ["--jobs", str(job.id)])
+
+
+def _train_verifier(run: Run, name: str, data: Sequence[str]) -> None:
+    s = run.sizes
+    run.verisolve(
+        "train", "verifier", *data, "--base", GENERATOR, "--name", name,
+        "--epochs", str(s.ver_epochs), "--learning-rate", str(s.ver_lr),
+        "--seed", str(run.seed), "--max-length", str(s.shape.max_positions),
+    )  # fmt: skip
+
+
+def stage_test(run: Run) -> None:
+    """Solve the test problems with N samples each, scored by the verifier."""
+    _solve(run, "test.jsonl", TEST_JOB, run.sizes.test_samples, VERIFIER)
+
+
+def stage_scaling(run: Run) -> None:
+    """Verifiers trained on fewer training problems, each scoring the test job's samples."""
+    from verisolve.repro.analysis import training_candidates
+
+    job = _finished_job(run, TRAIN_JOB)
+    test = _finished_job(run, TEST_JOB)
+    rows = list(training_candidates(_database(run), job.id))
+    problems = sorted({r["problem"] for r in rows})
+    random.Random(run.seed).shuffle(problems)
+    test_file = run.file("test-candidates.jsonl")
+    if not test_file.is_file():
+        write_jsonl(test_file, training_candidates(_database(run), test.id))
+    for share in run.sizes.scaling:
+        if share >= 1.0:
+            continue
+        name = f"{VERIFIER}-{round(share * 100)}"
+        scored = run.file(f"test-scored-{name}.jsonl")
+        if scored.is_file():
+            continue
+        if not _registered(run, name):
+            keep = set(problems[: max(2, round(len(problems) * share))])
+            subset = run.file(f"{name}.candidates.jsonl")
+            write_jsonl(subset, (r for r in rows if r["problem"] in keep))
+            _train_verifier(run, name, ["--candidates", str(subset)])
+        run.verisolve("score", str(test_file), "--verifier", name, "-o", str(scored))
+
+
+def stage_report(run: Run, started: float) -> dict[str, Any]:
+    """The result: accuracy per strategy with intervals, curves, scaling; JSON and a plot."""
+    from verisolve.repro.analysis import analyse
+
+    test = _finished_job(run, TEST_JOB)
+    train = _finished_job(run, TRAIN_JOB)
+    run.verisolve("report", str(test.id), "--plot", str(run.file("report-curves.png")))
+    result = analyse(run, test.id, train.id)
+    result["sizes"] = asdict(run.sizes)
+    result["seed"] = run.seed
+    result["seconds_this_invocation"] = round(time.monotonic() - started, 1)
+    result["command"] = " ".join(["verisolve", *sys.argv[1:]]) if sys.argv else ""
+    (run.file("result.json")).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+STAGES: tuple[tuple[str, Callable[[Run], None]], ...] = (
+    ("synthetic problems", stage_data),
+    ("a Llama from scratch, with its own tokenizer", stage_base),
+    ("train generator", stage_generator),
+    ("solve the training problems (samples for the verifier)", stage_sample_train),
+    ("train verifier", stage_verifier),
+    ("solve the test problems with the verifier", stage_test),
+    ("verifiers on less data (scaling curve)", stage_scaling),
+)
+
+
+def run_mini(run: Run) -> dict[str, Any]:
+    """Every stage in order, skipping those already done; the result."""
+    started = time.monotonic()
+    run.out.mkdir(parents=True, exist_ok=True)
+    total = len(STAGES) + 1
+    for number, (title, stage) in enumerate(STAGES, start=1):
+        run.say(f"[{number}/{total}] {title}")
+        begun = time.monotonic()
+        stage(run)
+        run.say(f"[{number}/{total}] {title}: {time.monotonic() - begun:.0f}s")
+    run.say(f"[{total}/{total}] report")
+    return stage_report(run, started)

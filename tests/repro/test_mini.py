@@ -1,0 +1,53 @@
+"""`verisolve repro mini --smoke`: every stage through the real commands, then the artefacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from verisolve.modelstore.manifest import Manifest
+
+pytestmark = [pytest.mark.slow, pytest.mark.export]
+
+
+def _run(out: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VERISOLVE_")}
+    command = [sys.executable, "-m", "verisolve", "repro", "mini", "--smoke", "--out", str(out)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_smoke_run_goes_through_every_stage_and_resumes(tmp_path: Path) -> None:
+    pytest.importorskip("optimum.exporters.onnx")
+    out = tmp_path / "run"
+    first = _run(out)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    models = out / "state" / "models"
+    assert Manifest.load(models / "mini-gen").kind == "generator"
+    assert Manifest.load(models / "mini-ver").kind == "verifier"
+    engine = sa.create_engine(f"sqlite:///{out / 'state' / 'verisolve.db'}")
+    with engine.connect() as connection:
+        jobs = dict(connection.execute(sa.text("SELECT name, status FROM jobs")).all())
+    engine.dispose()
+    assert jobs == {"mini-train": "done", "mini-test": "done"}
+    result = json.loads((out / "result.json").read_text())
+    assert result["test_problems"] == 12
+    assert result["n_samples"] == 4
+    for name in ("verifier", "topk-vote", "majority", "first", "single-sample"):
+        assert 0.0 <= result["accuracy"][name] <= 1.0
+        low, high = result["ci95"]["accuracy"][name]
+        assert low <= result["accuracy"][name] <= high
+    assert set(result["curves"]) == {"verifier", "topk-vote", "majority", "first"}
+    assert [p["train_problems"] for p in result["scaling"]] == [12, 24]
+    assert (out / "result.png").stat().st_size > 10_000
+    # Run again: every stage is found done and skipped, and the result is the same.
+    second = _run(out)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "train generator: 0s" in second.stdout
+    again = json.loads((out / "result.json").read_text())
+    assert again["accuracy"] == result["accuracy"]
