@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from verisolve.cli.line_errors import fail, print_line_errors
+from verisolve.db import get_engine
+from verisolve.db.migrate import ensure_schema
 from verisolve.jsonl import (
     ErrorCollector,
     InvalidLineError,
@@ -113,6 +115,7 @@ def score(
     if not rows:
         fail(f"{candidates_file}: holds no candidates")
         raise typer.Exit(1)
+    ensure_schema(get_engine(get_settings().database_url))  # the registry may be new
     try:
         scorer = load_scorer(verifier)
     except (ModelNotFoundError, ValueError) as exc:

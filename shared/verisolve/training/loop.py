@@ -131,6 +131,12 @@ def train(
         cpu=not torch.cuda.is_available(),
     )
     set_seed(config.seed)
+    if config.accumulation % accelerator.num_processes:
+        logger.warning(
+            "--accumulation %d is not a multiple of the %d processes: some idle each step",
+            config.accumulation,
+            accelerator.num_processes,
+        )
     plans = epoch_plans(task, config)
     total = sum(len(p) for p in plans)
     params = [p for p in model.parameters() if p.requires_grad]
