@@ -12,19 +12,22 @@ from typer.testing import CliRunner
 from verisolve.cli.app import app
 from verisolve.db import get_engine, session_scope
 from verisolve.db.migrate import prepare_schema
+from verisolve.modelstore.manifest import Manifest
 from verisolve.settings import get_settings
 from verisolve.tables import Candidate, Job, JobStatus, Problem, ProblemStatus
 
 runner = CliRunner()
 
 
-def make_job(status: str, rows: list[dict[str, object]], *, gold: bool = True) -> int:
+def make_job(
+    status: str, rows: list[dict[str, object]], *, gold: bool = True, generator: str = "gen"
+) -> int:
     """A job in the configured database with the candidates of a candidate file's rows."""
     engine = get_engine(get_settings().database_url)
     prepare_schema(engine)
     with session_scope(engine) as session:
         job = Job(
-            generator="gen",
+            generator=generator,
             n_samples=4,
             temperature=0.7,
             max_new_tokens=64,
@@ -81,12 +84,11 @@ def nothing_registered() -> bool:
 def test_a_finished_job_trains_a_verifier_that_rescores_it(
     tiny_base: Path, candidates_file: Path
 ) -> None:
-    job_id = make_job(JobStatus.DONE, rows_of(candidates_file))
+    # No --base: the verifier starts from the job's generator, as in the paper.
+    job_id = make_job(JobStatus.DONE, rows_of(candidates_file), generator=str(tiny_base))
     code, output = train(
         "--jobs",
         str(job_id),
-        "--base",
-        str(tiny_base),
         "--batch-tokens",
         "2048",
         "--accumulation",
@@ -102,6 +104,9 @@ def test_a_finished_job_trains_a_verifier_that_rescores_it(
     with session_scope(get_engine(get_settings().database_url)) as session:
         scored = session.query(Candidate).filter(Candidate.score.is_not(None)).count()
     assert scored == 160
+    manifest = Manifest.load(get_settings().models_path / "v")
+    assert (manifest.training or {})["base"]["path"] == str(tiny_base.resolve())
+    assert (manifest.training or {})["data"]["jobs"] == [job_id]
 
 
 @pytest.mark.parametrize(
@@ -145,5 +150,5 @@ def test_bad_files_and_bases_are_refused(
     code, output = train("--candidates", str(candidates_file), "--base", "no-such-model")
     assert (code, "unknown base model 'no-such-model'" in output) == (1, True)
     code, output = train("--jobs", "99", "--base", str(tiny_base))
-    assert (code, "job 99: no such job" in output) == (1, True)
+    assert (code, "no job 99" in output) == (1, True)
     assert nothing_registered()

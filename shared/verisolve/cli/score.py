@@ -13,7 +13,9 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
+from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import fail, print_line_errors
+from verisolve.db import get_engine
 from verisolve.jsonl import (
     ErrorCollector,
     InvalidLineError,
@@ -113,6 +115,7 @@ def score(
     if not rows:
         fail(f"{candidates_file}: holds no candidates")
         raise typer.Exit(1)
+    require_schema(get_engine(get_settings().database_url))
     try:
         scorer = load_scorer(verifier)
     except (ModelNotFoundError, ValueError) as exc:

@@ -102,7 +102,9 @@ def _fingerprint(config: LoopConfig, task: Task, extra: dict[str, Any]) -> str:
     """What must match for checkpoints to be resumed: hyperparameters and data."""
     import hashlib
 
-    digest = hashlib.sha256(json.dumps([asdict(config), extra], sort_keys=True).encode())
+    # How often checkpoints are written does not change the model; a resume may change it.
+    hyper = {k: v for k, v in asdict(config).items() if k != "checkpoint_every"}
+    digest = hashlib.sha256(json.dumps([hyper, extra], sort_keys=True).encode())
     for example in task.examples:
         digest.update(repr((example.ids, example.start, example.label)).encode())
     return digest.hexdigest()
@@ -131,6 +133,12 @@ def train(
         cpu=not torch.cuda.is_available(),
     )
     set_seed(config.seed)
+    if config.accumulation % accelerator.num_processes:
+        logger.warning(
+            "--accumulation %d is not a multiple of the %d processes: some idle each step",
+            config.accumulation,
+            accelerator.num_processes,
+        )
     plans = epoch_plans(task, config)
     total = sum(len(p) for p in plans)
     params = [p for p in model.parameters() if p.requires_grad]
