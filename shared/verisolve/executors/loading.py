@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
 from rich.console import Console
 
 from verisolve.db import session_scope
-from verisolve.inference.engine import Generator
+from verisolve.inference.batching import BatchGenerator, BatchItem, load_batch_generator
+from verisolve.inference.engine import Completion, Generator
 from verisolve.inference.sampling import SamplingParams
 from verisolve.inference.verifier import Verifier
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
-from verisolve.pipeline.stages import GeneratedCandidate, SamplingRequest
+from verisolve.pipeline.stages import GeneratedCandidate, K, SamplingRequest
 from verisolve.settings import get_settings
 
 
 class EngineGenerator:
-    """The ONNX sampling engine behind the pipeline's generator interface."""
+    """The ONNX sampling engines behind the pipeline's generator interface.
 
-    def __init__(self, generator: Generator) -> None:
+    `generate` runs one problem on the per-problem engine; `generate_many` streams problems
+    through the continuous-batching engine when the model has its cascade graph (older exports
+    fall back to one problem at a time).
+    """
+
+    def __init__(self, generator: Generator, batch: BatchGenerator | None = None) -> None:
         self.generator = generator
+        self.batch = batch
         manifest = generator.manifest
         if manifest is None:
             raise ValueError("the generator was loaded without its manifest")
@@ -30,29 +37,50 @@ class EngineGenerator:
 
     def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]:
         """Render the few-shot prompt and sample the request's candidates."""
-        params = SamplingParams(
-            n=request.n,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=request.top_k,
-            max_new_tokens=request.max_new_tokens,
-            seed=request.seed,
-        )
         outputs = self.generator.generate(
-            self.prompt.render(request.question), params, key=request.key
+            self.prompt.render(request.question), sampling_params(request), key=request.key
         )
-        return [
-            GeneratedCandidate(
-                sample_index=c.sample_index,
-                text=c.text,
-                n_tokens=c.num_tokens,
-                finish_reason=c.finish_reason,
-                calc_calls=c.calculator_calls,
-                calc_failures=c.calculator_failures,
-                seconds=c.seconds,
-            )
-            for c in outputs
-        ]
+        return [generated(c) for c in outputs]
+
+    def generate_many(
+        self, requests: Iterable[tuple[K, SamplingRequest]]
+    ) -> Iterator[tuple[K, Sequence[GeneratedCandidate]]]:
+        """Each request's tag and candidates, as soon as its last row ends."""
+        if self.batch is None:
+            for tag, request in requests:
+                yield tag, self.generate(request)
+            return
+        items = (
+            BatchItem(tag, self.prompt.render(r.question), sampling_params(r), key=r.key)
+            for tag, r in requests
+        )
+        for tag, outputs in self.batch.stream(items):
+            yield tag, [generated(c) for c in outputs]
+
+
+def sampling_params(request: SamplingRequest) -> SamplingParams:
+    """The engine's sampling parameters for a pipeline request."""
+    return SamplingParams(
+        n=request.n,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        top_k=request.top_k,
+        max_new_tokens=request.max_new_tokens,
+        seed=request.seed,
+    )
+
+
+def generated(c: Completion) -> GeneratedCandidate:
+    """The pipeline's record of one engine completion."""
+    return GeneratedCandidate(
+        sample_index=c.sample_index,
+        text=c.text,
+        n_tokens=c.num_tokens,
+        finish_reason=c.finish_reason,
+        calc_calls=c.calculator_calls,
+        calc_failures=c.calculator_failures,
+        seconds=c.seconds,
+    )
 
 
 def model_path(name: str) -> Path:
@@ -64,7 +92,15 @@ def model_path(name: str) -> Path:
 @lru_cache(maxsize=4)
 def load_generator(name: str) -> EngineGenerator:
     """The generator of this name on the configured provider, loaded once per process."""
-    return EngineGenerator(Generator.load(model_path(name), provider=get_settings().provider))
+    settings = get_settings()
+    path = model_path(name)
+    batch = load_batch_generator(
+        path,
+        provider=settings.provider,
+        max_rows=settings.rows_in_flight,
+        kv_budget_bytes=settings.kv_budget_bytes,
+    )
+    return EngineGenerator(Generator.load(path, provider=settings.provider), batch)
 
 
 @lru_cache(maxsize=4)

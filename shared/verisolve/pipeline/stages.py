@@ -8,9 +8,9 @@ enqueues it through the outbox (Celery), in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, TypeVar, cast, runtime_checkable
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -67,6 +67,29 @@ class CandidateGenerator(Protocol):
     """Samples a problem's candidates (the ONNX engine, or a test double)."""
 
     def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]: ...
+
+
+K = TypeVar("K")
+
+
+@runtime_checkable
+class BatchCandidateGenerator(CandidateGenerator, Protocol):
+    """Samples many problems' candidates at once, handing each problem back as it completes."""
+
+    def generate_many(
+        self, requests: Iterable[tuple[K, SamplingRequest]]
+    ) -> Iterator[tuple[K, Sequence[GeneratedCandidate]]]: ...
+
+
+def generate_stream(
+    generator: CandidateGenerator, requests: Iterable[tuple[K, SamplingRequest]]
+) -> Iterator[tuple[K, Sequence[GeneratedCandidate]]]:
+    """Each request's tag and candidates: batched when the generator can, else one by one."""
+    if isinstance(generator, BatchCandidateGenerator):
+        yield from generator.generate_many(requests)
+        return
+    for tag, request in requests:
+        yield tag, generator.generate(request)
 
 
 class CandidateScore(Protocol):
@@ -136,11 +159,27 @@ def generate_problem(
     session: Session, problem_id: int, generator: CandidateGenerator
 ) -> NextStep | None:
     """Sample and store a problem's candidates; next: score (or aggregate without a verifier)."""
+    request = pending_request(session, problem_id)
+    if request is None:
+        return None
+    return store_candidates(session, problem_id, generator.generate(request))
+
+
+def pending_request(session: Session, problem_id: int) -> SamplingRequest | None:
+    """The sampling request of a problem that waits for its candidates; None when it does not."""
+    problem = _active(session, problem_id, ProblemStatus.PENDING)
+    return None if problem is None else sampling_request(problem.job, problem)
+
+
+def store_candidates(
+    session: Session, problem_id: int, candidates: Sequence[GeneratedCandidate]
+) -> NextStep | None:
+    """Store a problem's candidates and move it on; a no-op if it no longer waits for them."""
     problem = _active(session, problem_id, ProblemStatus.PENDING)
     if problem is None:
         return None
     job = problem.job
-    outputs = [storable(c) for c in generator.generate(sampling_request(job, problem))]
+    outputs = [storable(c) for c in candidates]
     session.execute(
         sa.insert(Candidate),
         [
