@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from verisolve.benchmarks.generate import RUNNERS, BenchSetup, compare, first_question
-from verisolve.cli import bench_ingest, bench_pipeline, bench_steps
+from verisolve.cli import bench_ingest, bench_job, bench_pipeline, bench_steps
 from verisolve.cli.line_errors import fail
 from verisolve.db import get_engine, session_scope
 from verisolve.db.migrate import ensure_schema
@@ -22,6 +22,7 @@ app = typer.Typer(help="Throughput benchmarks.", no_args_is_help=True)
 app.command("pipeline")(bench_pipeline.pipeline)
 app.command("ingest")(bench_ingest.ingest)
 app.command("steps")(bench_steps.steps)
+app.command("job")(bench_job.job)
 console = Console()
 err_console = Console(stderr=True)
 
