@@ -1,6 +1,7 @@
 """What every Celery task shares: the stage transaction, lazy models, worker start-up.
 
-A task opens a `stage_transaction`, calls one stage function and names the step that follows; the
+A task opens a `stage_transaction`, calls one stage function and names the step that follows (a
+generate task over a chunk of problems opens one per problem, as each completes); the
 step's outbox row commits with the stage's writes, and the task then publishes it itself (the fast
 path; the relay loop sends whatever this misses). A redelivered message finds the problem moved on
 and does nothing; a duplicate that ran alongside loses at the guarded UPDATE or the unique key.
@@ -32,10 +33,12 @@ from verisolve.pipeline.stages import (
     CandidateGenerator,
     CandidateScore,
     CandidateScorer,
-    GeneratedCandidate,
     NextStep,
     SamplingRequest,
     StageConflictError,
+    generate_stream,
+    pending_request,
+    store_candidates,
 )
 from verisolve.settings import get_settings
 from verisolve.tables import Problem
@@ -64,17 +67,6 @@ def _scorer(name: str) -> CandidateScorer:
     return instrumentation.instrument_scorer(loading.load_scorer(name))
 
 
-class _JobGenerator:
-    """The generator of a problem's job, loaded only if the stage really generates."""
-
-    def __init__(self, session: Session, problem_id: int) -> None:
-        self._session, self._problem_id = session, problem_id
-
-    def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]:
-        name = self._session.get_one(Problem, self._problem_id).job.generator
-        return _generator(name).generate(request)
-
-
 class _JobScorer:
     """The verifier of a problem's job, loaded only if the stage really scores."""
 
@@ -92,10 +84,6 @@ class StageRun:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.next: NextStep | None = None
-
-    def generator(self, problem_id: int) -> CandidateGenerator:
-        """The problem's job's generator, timed."""
-        return _JobGenerator(self.session, problem_id)
 
     def scorer(self, problem_id: int) -> CandidateScorer:
         """The problem's job's verifier, timed."""
@@ -139,6 +127,33 @@ def stage_transaction(
         raise
     if key is not None:
         _publish_now(engine, key)
+
+
+def generate_chunk(problem_ids: Sequence[int], engine: sa.Engine | None = None) -> None:
+    """Generate a chunk of problems in one batch; each one commits with its next step on its own.
+
+    Problems that no longer wait for candidates (a redelivered chunk) are skipped; a problem is
+    committed as soon as its last row ends, so a worker killed mid-chunk loses only the rest.
+    """
+    engine = engine or get_engine()
+    by_generator: dict[str, list[tuple[int, SamplingRequest]]] = {}
+    with session_scope(engine) as session:
+        for problem_id in problem_ids:
+            request = pending_request(session, problem_id)
+            if request is not None:
+                name = session.get_one(Problem, problem_id).job.generator
+                by_generator.setdefault(name, []).append((problem_id, request))
+    for name, requests in by_generator.items():
+        left = {problem_id for problem_id, _ in requests}
+        try:
+            for problem_id, candidates in generate_stream(_generator(name), requests):
+                left.discard(problem_id)
+                with stage_transaction(problem_id, engine) as run:
+                    run.next = store_candidates(run.session, problem_id, candidates)
+        except Exception as exc:
+            for problem_id in left:
+                _note_error(engine, problem_id, exc)
+            raise
 
 
 def _note_error(engine: sa.Engine, problem_id: int, exc: Exception) -> None:

@@ -8,6 +8,9 @@ a second delivery a no-op.
 One row per (stage, row id): enqueueing the same step again is a no-op while its row waits, and
 `resend=True` (the reconciler, `verisolve resume`) marks a sent row unsent again instead of
 adding a second one. `attempts` counts how often the row was published.
+
+Rows stay one per problem, but consecutive generate rows go out as one task over a chunk of
+problems (`generate_chunk`), so a worker batches their rows together.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from sqlalchemy.orm import Session
 
 from verisolve.db import session_scope
 from verisolve.db.base import utcnow
-from verisolve.executors.routes import ROUTES, dedupe_key
+from verisolve.executors.routes import CHUNK_ARG, ROUTES, TaskName, dedupe_key
 from verisolve.pipeline.jobs import start_job
 from verisolve.pipeline.stages import NextStep, Stage, rowcount
+from verisolve.settings import get_settings
 from verisolve.tables import Job, OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -115,18 +119,45 @@ def relay_once(
         query = query.with_for_update(skip_locked=True)
     sent = 0
     with session_scope(engine) as session:
-        for message in session.scalars(query).all():
-            message_id = f"{message.dedupe_key}#{message.attempts + 1}"
+        for group in chunked(session.scalars(query).all(), get_settings().generate_chunk):
+            first = group[0]
+            message_id = f"{first.dedupe_key}#{first.attempts + 1}"
+            if len(group) > 1:
+                message_id = f"{first.dedupe_key}+{len(group) - 1}#{first.attempts + 1}"
             try:
-                publisher.publish(message.task, message.queue, dict(message.payload), message_id)
+                publisher.publish(first.task, first.queue, _payload(group), message_id)
             except PublishError as exc:
                 # The broker is down: keep the rest for the next round, commit what went.
-                logger.warning("outbox: %s not published: %s", message.dedupe_key, exc)
+                logger.warning("outbox: %s not published: %s", first.dedupe_key, exc)
                 break
-            message.sent_at = utcnow()
-            message.attempts += 1
-            sent += 1
+            for message in group:
+                message.sent_at = utcnow()
+                message.attempts += 1
+            sent += len(group)
     return sent
+
+
+def chunked(messages: Sequence[OutboxMessage], size: int) -> list[list[OutboxMessage]]:
+    """Messages in order, consecutive generate rows grouped up to `size` (one task, one batch)."""
+    groups: list[list[OutboxMessage]] = []
+    for message in messages:
+        last = groups[-1] if groups else None
+        if (
+            last is not None
+            and message.task == last[0].task == TaskName.GENERATE.value
+            and len(last) < size
+        ):
+            last.append(message)
+        else:
+            groups.append([message])
+    return groups
+
+
+def _payload(group: Sequence[OutboxMessage]) -> dict[str, Any]:
+    """One message's own payload, or a chunk's problem ids."""
+    if len(group) == 1:
+        return dict(group[0].payload)
+    return {CHUNK_ARG: [int(m.payload[ROUTES["generate"].arg]) for m in group]}
 
 
 def unsent_count(session: Session) -> int:

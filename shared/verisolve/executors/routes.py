@@ -42,6 +42,10 @@ ROUTES: dict[Stage, Route] = {
 }
 
 
+# The keyword of a generate task over a chunk of problems (the relay groups generate rows).
+CHUNK_ARG = "problem_ids"
+
+
 def physical_queue(queue: str, prefix: str) -> str:
     """The broker's name for a logical queue in a deployment."""
     return f"{prefix}{queue}"
