@@ -14,30 +14,26 @@ from verisolve.inference.engine import Completion, Generator
 from verisolve.inference.sampling import SamplingParams
 from verisolve.inference.verifier import Verifier
 from verisolve.modelstore import registry
-from verisolve.modelstore.manifest import Manifest
+from verisolve.modelstore.manifest import Manifest, PromptSpec
 from verisolve.pipeline.stages import GeneratedCandidate, K, SamplingRequest
 from verisolve.settings import get_settings
 
 
 class EngineGenerator:
-    """The ONNX sampling engines behind the pipeline's generator interface.
+    """An ONNX sampling engine behind the pipeline's generator interface.
 
-    `generate` runs one problem on the per-problem engine; `generate_many` streams problems
-    through the continuous-batching engine when the model has its cascade graph (older exports
-    fall back to one problem at a time).
+    The continuous-batching engine when the model has its cascade graph: `generate_many`
+    streams problems through one batch. Older exports get the per-problem engine, one problem at
+    a time.
     """
 
-    def __init__(self, generator: Generator, batch: BatchGenerator | None = None) -> None:
-        self.generator = generator
-        self.batch = batch
-        manifest = generator.manifest
-        if manifest is None:
-            raise ValueError("the generator was loaded without its manifest")
-        self.prompt = manifest.prompt
+    def __init__(self, engine: Generator | BatchGenerator, prompt: PromptSpec) -> None:
+        self.engine = engine
+        self.prompt = prompt
 
     def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]:
         """Render the few-shot prompt and sample the request's candidates."""
-        outputs = self.generator.generate(
+        outputs = self.engine.generate(
             self.prompt.render(request.question), sampling_params(request), key=request.key
         )
         return [generated(c) for c in outputs]
@@ -46,7 +42,7 @@ class EngineGenerator:
         self, requests: Iterable[tuple[K, SamplingRequest]]
     ) -> Iterator[tuple[K, Sequence[GeneratedCandidate]]]:
         """Each request's tag and candidates, as soon as its last row ends."""
-        if self.batch is None:
+        if not isinstance(self.engine, BatchGenerator):
             for tag, request in requests:
                 yield tag, self.generate(request)
             return
@@ -54,7 +50,7 @@ class EngineGenerator:
             BatchItem(tag, self.prompt.render(r.question), sampling_params(r), key=r.key)
             for tag, r in requests
         )
-        for tag, outputs in self.batch.stream(items):
+        for tag, outputs in self.engine.stream(items):
             yield tag, [generated(c) for c in outputs]
 
 
@@ -94,13 +90,15 @@ def load_generator(name: str) -> EngineGenerator:
     """The generator of this name on the configured provider, loaded once per process."""
     settings = get_settings()
     path = model_path(name)
-    batch = load_batch_generator(
+    engine = load_batch_generator(
         path,
         provider=settings.provider,
         max_rows=settings.rows_in_flight,
         kv_budget_bytes=settings.kv_budget_bytes,
     )
-    return EngineGenerator(Generator.load(path, provider=settings.provider), batch)
+    return EngineGenerator(
+        engine or Generator.load(path, provider=settings.provider), Manifest.load(path).prompt
+    )
 
 
 @lru_cache(maxsize=4)
