@@ -182,18 +182,21 @@ class CascadeBatch:
         capacity, width = self.own[0].shape[0], self.own[0].shape[2]
         if rows <= capacity and length <= width:
             return
-        new_rows = capacity if rows <= capacity else max(MIN_ROWS, rows, 2 * capacity)
+        # Rows grow in small steps (they fill up once, early, while rows are short), so the
+        # buffers never hold many more rows than the engine lets in.
+        new_rows = capacity if rows <= capacity else max(MIN_ROWS, -(-rows // MIN_ROWS) * MIN_ROWS)
         self._resize(new_rows, max(width, _round_up(length)))
 
     def _resize(self, rows: int, width: int) -> None:
         """New buffers of this size, with the live rows copied over."""
         live, keep = self.rows, min(self.own[0].shape[2], width)
-        resized = []
-        for buffer in self.own:
+        # One layer at a time, each old buffer freed as soon as it is copied: the peak is the
+        # cache plus one layer's buffer, not two caches.
+        for i, buffer in enumerate(self.own):
             grown = np.zeros((rows, buffer.shape[1], width, buffer.shape[3]), buffer.dtype)
             grown[:live, :, :keep] = buffer[:live, :, :keep]
-            resized.append(grown)
-        self.own = resized
+            self.own[i] = grown
+            del buffer
         lengths = np.zeros(rows, dtype=np.int64)
         lengths[:live] = self.lengths[:live]
         self.lengths = lengths
