@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     provider: str = Field(default="cpu", pattern="^(cpu|cuda)$")
     metrics_port: int = Field(default=9464, ge=0, le=65535)  # a worker's /metrics; 0: none
 
+    # Continuous batching (verisolve.inference.batching): rows decoding at once, and the memory
+    # their caches may grow to. Unset: 64 rows and 2048 MB on CPU, 256 rows and 16384 MB on CUDA.
+    batch_rows: int | None = Field(default=None, gt=0)
+    kv_budget_mb: int | None = Field(default=None, gt=0)
+    # Problems per generate task: their rows share one batch on the worker.
+    generate_chunk: int = Field(default=8, gt=0)
+
     # The GSM8K dataset (train.jsonl, test.jsonl, the paper's samples), for tests and benchmarks;
     # a relative path is read from the working directory.
     gsm8k_dir: Path = Path("../shared/data/gsm8k")
@@ -63,6 +70,16 @@ class Settings(BaseSettings):
         if self.model_dir is None:
             self.model_dir = self.data_dir / "models"
         return self
+
+    @property
+    def rows_in_flight(self) -> int:
+        """Rows the batch engine decodes at once (batch_rows, else the provider's default)."""
+        return self.batch_rows or (256 if self.provider == "cuda" else 64)
+
+    @property
+    def kv_budget_bytes(self) -> int:
+        """Bytes the batch engine's caches may grow to (kv_budget_mb, else the provider's)."""
+        return (self.kv_budget_mb or (16384 if self.provider == "cuda" else 2048)) << 20
 
     @property
     def models_path(self) -> Path:

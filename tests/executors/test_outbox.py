@@ -13,6 +13,7 @@ from verisolve.db import session_scope
 from verisolve.executors.outbox import PublishError, prune_sent, relay_once
 from verisolve.pipeline.outbox import enqueue, enqueue_many, unsent_count
 from verisolve.pipeline.stages import NextStep
+from verisolve.settings import get_settings
 from verisolve.tables import OutboxMessage
 
 
@@ -82,7 +83,11 @@ def test_a_rolled_back_transaction_sends_nothing(outbox: sa.Engine) -> None:
     assert rows(outbox) == []
 
 
-def test_relay_publishes_each_message_once_in_order(outbox: sa.Engine) -> None:
+def test_relay_publishes_each_message_once_in_order(
+    outbox: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERISOLVE_GENERATE_CHUNK", "1")
+    get_settings.cache_clear()
     with session_scope(outbox) as session:
         enqueue_many(session, [NextStep("generate", i) for i in (3, 1, 2)])
     publisher = RecordingPublisher()
@@ -90,6 +95,30 @@ def test_relay_publishes_each_message_once_in_order(outbox: sa.Engine) -> None:
     assert relay_once(outbox, publisher) == 0
     assert [m[3] for m in publisher.sent] == ["generate:3#1", "generate:1#1", "generate:2#1"]
     assert all(r.sent_at is not None and r.attempts == 1 for r in rows(outbox))
+
+
+def test_consecutive_generate_rows_go_out_as_chunks(
+    outbox: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERISOLVE_GENERATE_CHUNK", "2")
+    get_settings.cache_clear()
+    steps = [NextStep("generate", i) for i in (5, 6, 7)] + [NextStep("score", 1)]
+    with session_scope(outbox) as session:
+        enqueue_many(session, [*steps, NextStep("generate", 8)])
+    publisher = RecordingPublisher()
+    assert relay_once(outbox, publisher) == 5
+    assert [(m[0], m[2], m[3]) for m in publisher.sent] == [
+        ("verisolve.generate", {"problem_ids": [5, 6]}, "generate:5+1#1"),
+        ("verisolve.generate", {"problem_id": 7}, "generate:7#1"),
+        ("verisolve.score", {"problem_id": 1}, "score:1#1"),
+        ("verisolve.generate", {"problem_id": 8}, "generate:8#1"),
+    ]
+    # Rows stay per problem: each is marked sent, and each can be sent again on its own.
+    assert all(r.sent_at is not None and r.attempts == 1 for r in rows(outbox))
+    with session_scope(outbox) as session:
+        enqueue(session, NextStep("generate", 6), resend=True)
+    assert relay_once(outbox, publisher) == 1
+    assert publisher.sent[-1][2:] == ({"problem_id": 6}, "generate:6#2")
 
 
 def test_a_broker_failure_keeps_the_rest_for_later(outbox: sa.Engine) -> None:

@@ -27,8 +27,10 @@ class CountingPublisher:
         self.all_sent = threading.Event()
 
     def publish(self, task: str, queue: str, payload: dict[str, Any], message_id: str) -> None:
-        self.sent.append(message_id)
-        if len(self.sent) == 250:
+        # Generate rows go out in chunks of problems: count the problems.
+        ids = payload["problem_ids"] if "problem_ids" in payload else [payload["problem_id"]]
+        self.sent += [f"generate:{i}" for i in ids]
+        if len(self.sent) >= 250:
             self.all_sent.set()
 
 

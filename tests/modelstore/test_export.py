@@ -36,6 +36,10 @@ def exported(hf_dir: Path) -> Path:
     return out
 
 
+# Our own decode graphs beside optimum's model.onnx.
+GRAPH_FILES = ("decoder_cascade.onnx", "decoder_prefix.onnx")
+
+
 def test_manifest_describes_the_directory(exported: Path, hf_dir: Path) -> None:
     manifest = Manifest.load(exported)
     assert (manifest.kind, manifest.name, manifest.architecture) == (
@@ -43,14 +47,18 @@ def test_manifest_describes_the_directory(exported: Path, hf_dir: Path) -> None:
         "tiny-qwen2",
         "qwen2",
     )
-    assert manifest.graphs == {"decoder": "model.onnx", "decoder_prefix": "decoder_prefix.onnx"}
+    assert manifest.graphs == {
+        "decoder": "model.onnx",
+        "decoder_prefix": "decoder_prefix.onnx",
+        "decoder_cascade": "decoder_cascade.onnx",
+    }
     assert manifest.stop == ["\n\nQuestion:"]
     assert manifest.prompt.exemplars[0]["question"] == "1+1?"
     assert manifest.eos_token_ids == [0]
     assert manifest.source == str(hf_dir.resolve())
     assert not manifest.int8
     assert manifest.files == {
-        name: sha256_file(exported / name) for name in ("model.onnx", "decoder_prefix.onnx")
+        name: sha256_file(exported / name) for name in (*GRAPH_FILES, "model.onnx")
     }
     assert (exported / "tokenizer.json").read_bytes() == (hf_dir / "tokenizer.json").read_bytes()
     assert (exported / "config.json").is_file()
@@ -66,13 +74,16 @@ def test_int8_export_is_quantised_and_still_generates(hf_dir: Path, exported: Pa
     out = hf_dir.parent / "int8"
     manifest = export_generator(hf_dir, out, name="tiny-int8", int8=True)
     assert manifest.int8
-    assert set(manifest.files) == {"model.onnx", "decoder_prefix.onnx"}
-    assert sorted(p.name for p in out.glob("*.onnx")) == ["decoder_prefix.onnx", "model.onnx"]
+    assert set(manifest.files) == {*GRAPH_FILES, "model.onnx"}
+    assert sorted(p.name for p in out.glob("*.onnx")) == [*GRAPH_FILES, "model.onnx"]
     nodes = onnx.load(str(out / "model.onnx")).graph.node
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in nodes}
     # The MLP down-projections stay fp32 (their inputs' outliers wreck per-tensor int8).
     down = [node.op_type for node in nodes if "/mlp/down_proj/" in node.name]
     assert down == ["MatMul", "MatMul"]
+    cascade = onnx.load(str(out / "decoder_cascade.onnx")).graph.node
+    assert [n.op_type for n in cascade if "/mlp/down_proj/" in n.name] == ["MatMul", "MatMul"]
+    assert "MatMulInteger" in {n.op_type for n in cascade}
     assert (out / "model.onnx").stat().st_size < (exported / "model.onnx").stat().st_size
     gen = Generator.load(out)
     params = SamplingParams(n=3, temperature=0.0, max_new_tokens=12, stop=False)
@@ -88,7 +99,7 @@ def test_keep_hf_keeps_config_and_weights(hf_dir: Path) -> None:
     export_generator(hf_dir, out, name="x", keep_hf=True)
     assert (out / "hf" / "config.json").is_file()
     assert (out / "hf" / "model.safetensors").is_file()
-    assert set(Manifest.load(out).files) == {"model.onnx", "decoder_prefix.onnx"}
+    assert set(Manifest.load(out).files) == {*GRAPH_FILES, "model.onnx"}
 
 
 def test_export_refuses_an_existing_directory_unless_overwrite(hf_dir: Path) -> None:

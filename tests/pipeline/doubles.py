@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from verisolve.inference.verifier import VerifierScore
-from verisolve.pipeline.stages import GeneratedCandidate, SamplingRequest
+from verisolve.pipeline.stages import GeneratedCandidate, K, SamplingRequest
 
 
 class ScriptedGenerator:
@@ -42,3 +42,24 @@ class ScriptedScorer:
             VerifierScore(score=self.by_answer.get(c.rsplit(" ", 1)[-1], 0.5), n_tokens=5)
             for c in completions
         ]
+
+
+class BatchingGenerator(ScriptedGenerator):
+    """Hands problems back in reverse order of arrival, checking the store between them."""
+
+    def __init__(
+        self, answers: dict[str, list[str]], between: Callable[[object], None] | None = None
+    ) -> None:
+        super().__init__(answers)
+        self.between = between
+        self.batches: list[list[str]] = []
+
+    def generate_many(
+        self, requests: Iterable[tuple[K, SamplingRequest]]
+    ) -> Iterator[tuple[K, Sequence[GeneratedCandidate]]]:
+        taken = list(requests)
+        self.batches.append([r.key for _, r in taken])
+        for tag, request in reversed(taken):
+            yield tag, self.generate(request)
+            if self.between is not None:
+                self.between(tag)

@@ -24,7 +24,9 @@ from verisolve.inference.verifier import verifier_text
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
 from verisolve.modelstore.tiny import build_tiny_tokenizer
-from verisolve.pipeline.jobs import JobSpec, create_job
+from verisolve.pipeline.jobs import create_job
+from verisolve.pipeline.limits import JobLimits
+from verisolve.pipeline.spec import JobSpec, sampling_from
 from verisolve.pipeline.stages import job_candidates, select_answers
 from verisolve.problems import ProblemIn
 from verisolve.tables import Candidate, Job, JobStatus, Problem, ProblemStatus
@@ -108,9 +110,12 @@ def build_job(
         ProblemIn(p["id"], p["question"], p["answer"], parse_gold(p["answer"]), i)
         for i, p in enumerate(problems, start=1)
     ]
-    spec = JobSpec(generator="bench", verifier=verifier.name, n_samples=n, owner=owner)
+    generator = f"{owner}-generator"
+    spec = JobSpec(generator, verifier.name, sampling_from({"n_samples": n}), owner=owner)
     with session_scope(engine) as session:
-        job = create_job(session, spec, rows)
+        session.add(registry.placeholder(generator))
+        session.flush()
+        job, _ = create_job(session, spec, rows, limits=JobLimits(max_problems=len(rows)))
         job_id = job.id
     with session_scope(engine) as session:
         stored = list(session.scalars(sa.select(Problem).where(Problem.job_id == job_id)))

@@ -11,7 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from verisolve.benchmarks.generate import RUNNERS, BenchSetup, compare, first_question
-from verisolve.cli import bench_ingest, bench_inspector, bench_pipeline, bench_steps, bench_train
+from verisolve.cli import (
+    bench_ingest,
+    bench_inspector,
+    bench_job,
+    bench_pipeline,
+    bench_steps,
+    bench_train,
+)
 from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import fail
 from verisolve.db import get_engine, session_scope
@@ -24,6 +31,7 @@ app.command("ingest")(bench_ingest.ingest)
 app.command("steps")(bench_steps.steps)
 app.command("inspector")(bench_inspector.inspector)
 app.command("train")(bench_train.train)
+app.command("job")(bench_job.job)
 console = Console()
 err_console = Console(stderr=True)
 

@@ -31,6 +31,7 @@ from verisolve.cli.database import require_schema
 from verisolve.cli.line_errors import fail
 from verisolve.client import CHUNK_LINES, Client
 from verisolve.db import get_engine, session_scope
+from verisolve.modelstore import registry
 from verisolve.tables import ApiKey, Job, ModelArtifact
 
 console = Console()
@@ -115,11 +116,6 @@ def _run(url: str, token: str, tenant: str, path: Path, chunk_lines: int) -> tup
     return int(job["id"]), summary.stored, seconds
 
 
-def _placeholder(name: str) -> ModelArtifact:
-    """A registry row for the benchmark's job, which is never run: no model files behind it."""
-    return ModelArtifact(kind="generator", name=name, path="", sha256="0" * 64, manifest={})
-
-
 def ingest(
     n: Annotated[int, typer.Option("--n", min=1, help="Problems to upload.")] = 100_000,
     chunk_lines: Annotated[int, typer.Option(min=1, help="Lines per request.")] = CHUNK_LINES,
@@ -131,7 +127,7 @@ def ingest(
     tenant = f"bench-{uuid.uuid4().hex[:12]}"
     with session_scope(engine) as session:
         token = create_key(session, tenant, "bench ingest").token
-        session.add(_placeholder(tenant))
+        session.add(registry.placeholder(tenant))
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "problems.jsonl"

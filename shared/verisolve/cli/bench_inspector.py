@@ -108,7 +108,7 @@ def inspector(
 def _cleanup(engine: sa.Engine, owner: str) -> None:
     with session_scope(engine) as session:
         session.execute(sa.delete(Job).where(Job.owner == owner))
-        session.execute(sa.delete(ModelArtifact).where(ModelArtifact.name == f"{owner}-verifier"))
+        session.execute(sa.delete(ModelArtifact).where(ModelArtifact.name.startswith(f"{owner}-")))
 
 
 def _show(

@@ -20,6 +20,7 @@ from verisolve.jsonl import (
     ErrorCollector,
     InvalidLineError,
     JsonlFileError,
+    OverlongLine,
     numbered_lines,
     read_object,
     required_text,
@@ -39,10 +40,11 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     limit = get_settings().max_line_bytes
     rows: list[dict[str, Any]] = []
     errors = ErrorCollector()
-    for line_no, raw in numbered_lines(path):
+    for line_no, raw in numbered_lines(path, limit):
         try:
             if read_object(raw, line_no, max_line_bytes=limit) is None:
                 continue
+            assert not isinstance(raw, OverlongLine)  # read_object refused it
             obj = json.loads(raw)  # kept as written: floats stay floats
             required_text(obj, "question")
             required_text(obj, "completion")

@@ -1,6 +1,7 @@
 """What every Celery task shares: the stage transaction, lazy models, worker start-up.
 
-A task opens a `stage_transaction`, calls one stage function and names the step that follows; the
+A task opens a `stage_transaction`, calls one stage function and names the step that follows (a
+generate task over a chunk of problems opens one per problem, as each completes); the
 step's outbox row commits with the stage's writes, and the task then publishes it itself (the fast
 path; the relay loop sends whatever this misses). A redelivered message finds the problem moved on
 and does nothing; a duplicate that ran alongside loses at the guarded UPDATE or the unique key.
@@ -12,7 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -33,7 +34,11 @@ from verisolve.pipeline.stages import (
     CandidateGenerator,
     CandidateScorer,
     NextStep,
+    SamplingRequest,
     StageConflictError,
+    generate_stream,
+    pending_request,
+    store_candidates,
 )
 from verisolve.settings import get_settings
 from verisolve.tables import Problem
@@ -107,6 +112,33 @@ def stage_transaction(
         raise
     if key is not None:
         _publish_now(engine, key)
+
+
+def generate_chunk(problem_ids: Sequence[int], engine: sa.Engine | None = None) -> None:
+    """Generate a chunk of problems in one batch; each one commits with its next step on its own.
+
+    Problems that no longer wait for candidates (a redelivered chunk) are skipped; a problem is
+    committed as soon as its last row ends, so a worker killed mid-chunk loses only the rest.
+    """
+    engine = engine or get_engine()
+    by_generator: dict[str, list[tuple[int, SamplingRequest]]] = {}
+    with session_scope(engine) as session:
+        for problem_id in problem_ids:
+            request = pending_request(session, problem_id)
+            if request is not None:
+                name = session.get_one(Problem, problem_id).job.generator
+                by_generator.setdefault(name, []).append((problem_id, request))
+    for name, requests in by_generator.items():
+        left = {problem_id for problem_id, _ in requests}
+        try:
+            for problem_id, candidates in generate_stream(generator_named(name), requests):
+                left.discard(problem_id)
+                with stage_transaction(problem_id, engine) as run:
+                    run.next = store_candidates(run.session, problem_id, candidates)
+        except Exception as exc:
+            for problem_id in left:
+                _note_error(engine, problem_id, exc)
+            raise
 
 
 def _note_error(engine: sa.Engine, problem_id: int, exc: Exception) -> None:

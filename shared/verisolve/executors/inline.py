@@ -1,12 +1,15 @@
-"""The inline executor: every stage of a job in this process, one problem after another.
+"""The inline executor: every stage of a job in this process.
 
-Each stage commits on its own, so a run that is interrupted resumes where it stopped: problems
-keep their status, and the next run picks up each one at the stage it waits for.
+All of a job's problems that wait for candidates stream through one generation engine, whose
+batch mixes rows of many problems; each problem's candidates are committed as soon as its last
+row ends, and its later stages run right then. Each stage commits on its own, so a run that is
+interrupted resumes where it stopped: problems keep their status, and the next run picks up each
+one at the stage it waits for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -17,12 +20,16 @@ from verisolve.pipeline.jobs import mark_running
 from verisolve.pipeline.stages import (
     GeneratorLookup,
     NextStep,
+    SamplingRequest,
     ScorerLookup,
     Stage,
     aggregate_problem,
     finalize_job,
     generate_problem,
+    generate_stream,
+    pending_request,
     score_problem,
+    store_candidates,
 )
 from verisolve.tables import Candidate, Job, Problem, ProblemStatus
 
@@ -67,22 +74,48 @@ class InlineExecutor:
 
     def run(self, job_id: int, on_problem: Callable[[ProblemDone], None] | None = None) -> None:
         """Run every stage of every remaining problem, then finalize the job."""
-        for problem_id in self.remaining(job_id):
+        remaining = self.remaining(job_id)
+        with session_scope(self._engine) as session:
+            generator_name = session.get_one(Job, job_id).generator
+            waiting = set(
+                session.scalars(
+                    sa.select(Problem.id).where(
+                        Problem.job_id == job_id, Problem.status == ProblemStatus.PENDING
+                    )
+                )
+            )
+        for problem_id in (p for p in remaining if p not in waiting):
             self.run_problem(problem_id)
+            if on_problem is not None:
+                on_problem(self._progress(problem_id))
+        pending = [p for p in remaining if p in waiting]
+        generator = self._generator(generator_name)
+        for problem_id, candidates in generate_stream(generator, self._requests(pending)):
+            with self._timed("generate"), session_scope(self._engine) as session:
+                step = store_candidates(session, problem_id, candidates)
+            self._follow(step)
             if on_problem is not None:
                 on_problem(self._progress(problem_id))
         with self._timed("finalize"), session_scope(self._engine) as session:
             finalize_job(session, job_id)
 
+    def _requests(self, problem_ids: Iterable[int]) -> Iterator[tuple[int, SamplingRequest]]:
+        """Each problem's request, read when the engine is ready for it; skipped if moved on."""
+        for problem_id in problem_ids:
+            with session_scope(self._engine) as session:
+                request = pending_request(session, problem_id)
+            if request is not None:
+                yield problem_id, request
+
     def run_problem(self, problem_id: int) -> None:
         """Follow one problem through its stages, one transaction each."""
-        step: NextStep | None = NextStep("generate", problem_id)
         with session_scope(self._engine) as session:
             status = ProblemStatus(session.get_one(Problem, problem_id).status)
-        if status == ProblemStatus.GENERATED:
-            step = NextStep("score", problem_id)
-        elif status == ProblemStatus.SCORED:
-            step = NextStep("aggregate", problem_id)
+        stage = {ProblemStatus.GENERATED: "score", ProblemStatus.SCORED: "aggregate"}
+        self._follow(NextStep(stage.get(status, "generate"), problem_id))  # type: ignore[arg-type]
+
+    def _follow(self, step: NextStep | None) -> None:
+        """Run a problem's stages from this step on until it is done or waits for the job."""
         while step is not None and step.stage != "finalize":
             with self._timed(step.stage), session_scope(self._engine) as session:
                 if step.stage == "generate":

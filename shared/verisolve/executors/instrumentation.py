@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIServer
@@ -41,8 +41,10 @@ from verisolve.pipeline.stages import (
     CandidateScore,
     CandidateScorer,
     GeneratedCandidate,
+    K,
     SamplingRequest,
     Stage,
+    generate_stream,
 )
 from verisolve.settings import get_settings
 
@@ -65,6 +67,18 @@ class InstrumentedGenerator:
         outputs = self.inner.generate(request)
         metrics.record_generation(outputs, time.perf_counter() - started)
         return outputs
+
+    def generate_many(
+        self, requests: Iterable[tuple[K, SamplingRequest]]
+    ) -> Iterator[tuple[K, Sequence[GeneratedCandidate]]]:
+        """Stream problems through the wrapped generator, recording each as it completes."""
+        started = time.perf_counter()
+        for tag, outputs in generate_stream(self.inner, requests):
+            # Problems overlap in the batch: each one is charged the time since the last one.
+            now = time.perf_counter()
+            metrics.record_generation(outputs, now - started)
+            started = now
+            yield tag, outputs
 
 
 class InstrumentedScorer:

@@ -2,48 +2,68 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
 from rich.console import Console
 
 from verisolve.db import session_scope
-from verisolve.inference.engine import Generator
+from verisolve.inference.batching import BatchGenerator, BatchItem, load_batch_generator
+from verisolve.inference.engine import Completion, Generator
 from verisolve.inference.verifier import Verifier
 from verisolve.modelstore import registry
-from verisolve.modelstore.manifest import Manifest
-from verisolve.pipeline.stages import GeneratedCandidate, SamplingRequest
+from verisolve.modelstore.manifest import Manifest, PromptSpec
+from verisolve.pipeline.stages import GeneratedCandidate, K, SamplingRequest
 from verisolve.settings import get_settings
 
 
 class EngineGenerator:
-    """The ONNX sampling engine behind the pipeline's generator interface."""
+    """An ONNX sampling engine behind the pipeline's generator interface.
 
-    def __init__(self, generator: Generator) -> None:
-        self.generator = generator
-        manifest = generator.manifest
-        if manifest is None:
-            raise ValueError("the generator was loaded without its manifest")
-        self.prompt = manifest.prompt
+    The continuous-batching engine when the model has its cascade graph: `generate_many`
+    streams problems through one batch. Older exports get the per-problem engine, one problem at
+    a time.
+    """
+
+    def __init__(self, engine: Generator | BatchGenerator, prompt: PromptSpec) -> None:
+        self.engine = engine
+        self.prompt = prompt
 
     def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]:
         """Render the few-shot prompt and sample the request's candidates."""
-        outputs = self.generator.generate(
+        outputs = self.engine.generate(
             self.prompt.render(request.question), request.sampling, key=request.key
         )
-        return [
-            GeneratedCandidate(
-                sample_index=c.sample_index,
-                text=c.text,
-                n_tokens=c.num_tokens,
-                finish_reason=c.finish_reason,
-                calc_calls=c.calculator_calls,
-                calc_failures=c.calculator_failures,
-                seconds=c.seconds,
-            )
-            for c in outputs
-        ]
+        return [generated(c) for c in outputs]
+
+    def generate_many(
+        self, requests: Iterable[tuple[K, SamplingRequest]]
+    ) -> Iterator[tuple[K, Sequence[GeneratedCandidate]]]:
+        """Each request's tag and candidates, as soon as its last row ends."""
+        if not isinstance(self.engine, BatchGenerator):
+            for tag, request in requests:
+                yield tag, self.generate(request)
+            return
+        items = (
+            BatchItem(tag, self.prompt.render(r.question), r.sampling, key=r.key)
+            for tag, r in requests
+        )
+        for tag, outputs in self.engine.stream(items):
+            yield tag, [generated(c) for c in outputs]
+
+
+def generated(c: Completion) -> GeneratedCandidate:
+    """The pipeline's record of one engine completion."""
+    return GeneratedCandidate(
+        sample_index=c.sample_index,
+        text=c.text,
+        n_tokens=c.num_tokens,
+        finish_reason=c.finish_reason,
+        calc_calls=c.calculator_calls,
+        calc_failures=c.calculator_failures,
+        seconds=c.seconds,
+    )
 
 
 def model_path(name: str) -> Path:
@@ -55,7 +75,17 @@ def model_path(name: str) -> Path:
 @lru_cache(maxsize=4)
 def load_generator(name: str) -> EngineGenerator:
     """The generator of this name on the configured provider, loaded once per process."""
-    return EngineGenerator(Generator.load(model_path(name), provider=get_settings().provider))
+    settings = get_settings()
+    path = model_path(name)
+    engine = load_batch_generator(
+        path,
+        provider=settings.provider,
+        max_rows=settings.rows_in_flight,
+        kv_budget_bytes=settings.kv_budget_bytes,
+    )
+    return EngineGenerator(
+        engine or Generator.load(path, provider=settings.provider), Manifest.load(path).prompt
+    )
 
 
 @lru_cache(maxsize=4)

@@ -4,6 +4,9 @@ The rows are written by verisolve.pipeline.outbox in the transaction of the data
 A row is marked only after the broker took the message, so a crash in between sends it twice:
 delivery is at least once, and the stages make a second delivery a no-op. `attempts` counts how
 often a row was published.
+
+Rows stay one per problem, but consecutive generate rows go out as one task over a chunk of
+problems (`generate_chunk`), so a worker batches their rows together.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import sqlalchemy as sa
 
 from verisolve.db import session_scope
 from verisolve.db.base import utcnow
+from verisolve.pipeline.routes import CHUNK_ARG, ROUTES, TaskName
 from verisolve.pipeline.stages import rowcount
+from verisolve.settings import get_settings
 from verisolve.tables import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -50,22 +55,49 @@ def relay_once(
         query = query.with_for_update(skip_locked=True)
     sent = 0
     with session_scope(engine) as session:
-        for message in session.scalars(query).all():
-            message_id = f"{message.dedupe_key}#{message.attempts + 1}"
+        for group in chunked(session.scalars(query).all(), get_settings().generate_chunk):
+            first = group[0]
+            message_id = f"{first.dedupe_key}#{first.attempts + 1}"
+            if len(group) > 1:
+                message_id = f"{first.dedupe_key}+{len(group) - 1}#{first.attempts + 1}"
             try:
-                publisher.publish(message.task, message.queue, dict(message.payload), message_id)
+                publisher.publish(first.task, first.queue, _payload(group), message_id)
             except PublishError as exc:
                 # The broker is down: keep the rest for the next round, commit what went.
-                logger.warning("outbox: %s not published: %s", message.dedupe_key, exc)
+                logger.warning("outbox: %s not published: %s", first.dedupe_key, exc)
                 break
+            ids = [message.id for message in group]
             session.execute(
                 sa.update(OutboxMessage)
-                .where(OutboxMessage.id == message.id)
+                .where(OutboxMessage.id.in_(ids))
                 .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1)
                 .execution_options(synchronize_session=False)
             )
-            sent += 1
+            sent += len(group)
     return sent
+
+
+def chunked(messages: Sequence[OutboxMessage], size: int) -> list[list[OutboxMessage]]:
+    """Messages in order, consecutive generate rows grouped up to `size` (one task, one batch)."""
+    groups: list[list[OutboxMessage]] = []
+    for message in messages:
+        last = groups[-1] if groups else None
+        if (
+            last is not None
+            and message.task == last[0].task == TaskName.GENERATE.value
+            and len(last) < size
+        ):
+            last.append(message)
+        else:
+            groups.append([message])
+    return groups
+
+
+def _payload(group: Sequence[OutboxMessage]) -> dict[str, Any]:
+    """One message's own payload, or a chunk's problem ids."""
+    if len(group) == 1:
+        return dict(group[0].payload)
+    return {CHUNK_ARG: [int(m.payload[ROUTES["generate"].arg]) for m in group]}
 
 
 def prune_sent(engine: sa.Engine, older_than_s: float) -> int:

@@ -1,4 +1,4 @@
-"""The contract between the sampling engine and a decoder graph: prefill, expand, step, keep.
+"""The contract between the sampling engines and decoder graphs: prefill, expand, step, keep.
 
 The engine never sees a cache layout. A backend prefills the prompt once (batch 1), then
 `expand` makes N rows that share it, `step` feeds one token per live row and returns the next
@@ -34,3 +34,34 @@ class DecoderBackend(Protocol):
 
     def prefill(self, prompt_ids: Sequence[int]) -> tuple[NDArray[np.float32], Decoding]:
         """Run the prompt once: the last position's logits [vocab] and the decoding state."""
+
+
+class BatchDecoding(Protocol):
+    """Rows of many problems decoding together; each row continues its own problem's question."""
+
+    @property
+    def rows(self) -> int:
+        """How many rows the batch holds."""
+
+    def prefill(self, question_ids: Sequence[int]) -> tuple[NDArray[np.float32], object]:
+        """Run a question after the shared prefix: its last logits [vocab] and its cache."""
+
+    def admit(self, prompt: object, count: int) -> None:
+        """Append `count` rows continuing a prefilled question (their first token not fed yet)."""
+
+    def step(self, tokens: NDArray[np.int64]) -> NDArray[np.float32]:
+        """Append one token per row; the next-token logits, float32 [rows, vocab]."""
+
+    def keep(self, rows: NDArray[np.int64]) -> None:
+        """Keep only these rows (indices into the current rows, in their new order)."""
+
+
+class BatchBackend(Protocol):
+    """Something that decodes rows of many problems behind one shared prefix."""
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Cache bytes one token of one row holds (for the memory budget)."""
+
+    def open(self, shared_ids: Sequence[int]) -> BatchDecoding:
+        """An empty batch whose rows all attend to `shared_ids` (computed once, then reused)."""

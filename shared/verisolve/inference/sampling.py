@@ -153,7 +153,9 @@ def nucleus(
         # The nucleus lies inside any top set whose mass already reaches top_p.
         if (top_probs.sum(axis=1) >= top_p).all():
             break
-    order = np.argsort(-top_probs, axis=1, kind="stable")
+    # Ties go to the lower token id, so a row's nucleus does not depend on how wide a top set
+    # the other rows of its batch needed (which decides the argpartition order).
+    order = np.lexsort((top, -top_probs), axis=-1)
     sorted_probs = np.take_along_axis(top_probs, order, axis=1)
     sorted_cols = np.take_along_axis(top, order, axis=1)
     before = np.cumsum(sorted_probs, axis=1) - sorted_probs

@@ -181,10 +181,12 @@ def export_generator(
 ) -> Manifest:
     """Export a causal LM as a verisolve generator directory (decoder with past).
 
-    With `prefix_shared`, supported architectures also get the prefix-shared decode graph.
+    With `prefix_shared`, supported architectures also get the prefix-shared decode graph and
+    the cascade graph that batches rows of many problems.
     """
     from optimum.exporters.onnx import main_export
 
+    from verisolve.modelstore.cascade_export import CASCADE_ROLE, add_cascade_decoder
     from verisolve.modelstore.prefix_export import add_prefix_decoder
 
     config = read_config(hf_dir)
@@ -209,6 +211,9 @@ def export_generator(
         prefix = add_prefix_decoder(hf_dir, tmp, int8=int8) if prefix_shared else None
         if prefix is not None:
             graphs["decoder_prefix"] = prefix
+        cascade = add_cascade_decoder(hf_dir, tmp, int8=int8) if prefix_shared else None
+        if cascade is not None:
+            graphs[CASCADE_ROLE] = cascade
         copy_tokenizer(hf_dir, tmp)
         if keep_hf:
             copy_hf_source(hf_dir, tmp)

@@ -13,6 +13,8 @@ MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 
 ModelKind = Literal["generator", "verifier"]
+# Stands for the question while finding where it goes in a rendered prompt.
+_QUESTION_MARK = "\ue000"
 
 
 class PromptSpec(BaseModel):
@@ -34,6 +36,11 @@ class PromptSpec(BaseModel):
             for e in self.exemplars
         )
         return self.template.format(exemplars=shots, question=question.strip())
+
+    def head(self) -> str:
+        """The rendered prompt before its question: the exemplars and the template around them."""
+        full = self.render(_QUESTION_MARK)
+        return full[: full.index(_QUESTION_MARK)]
 
 
 class Manifest(BaseModel):

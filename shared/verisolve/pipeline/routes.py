@@ -59,6 +59,10 @@ def step_for(problem: Problem) -> NextStep | None:
     return NextStep(stage, problem.id) if stage else None
 
 
+# The keyword of a generate task over a chunk of problems (the relay groups generate rows).
+CHUNK_ARG = "problem_ids"
+
+
 def physical_queue(queue: str, prefix: str) -> str:
     """The broker's name for a logical queue in a deployment."""
     return f"{prefix}{queue}"

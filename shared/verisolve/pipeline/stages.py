@@ -8,9 +8,9 @@ enqueues it through the outbox (Celery), in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, TypeVar, cast, runtime_checkable
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -64,6 +64,29 @@ class CandidateGenerator(Protocol):
     """Samples a problem's candidates (the ONNX engine, or a test double)."""
 
     def generate(self, request: SamplingRequest) -> Sequence[GeneratedCandidate]: ...
+
+
+K = TypeVar("K")
+
+
+@runtime_checkable
+class BatchCandidateGenerator(CandidateGenerator, Protocol):
+    """Samples many problems' candidates at once, handing each problem back as it completes."""
+
+    def generate_many(
+        self, requests: Iterable[tuple[K, SamplingRequest]]
+    ) -> Iterator[tuple[K, Sequence[GeneratedCandidate]]]: ...
+
+
+def generate_stream(
+    generator: CandidateGenerator, requests: Iterable[tuple[K, SamplingRequest]]
+) -> Iterator[tuple[K, Sequence[GeneratedCandidate]]]:
+    """Each request's tag and candidates: batched when the generator can, else one by one."""
+    if isinstance(generator, BatchCandidateGenerator):
+        yield from generator.generate_many(requests)
+        return
+    for tag, request in requests:
+        yield tag, generator.generate(request)
 
 
 class CandidateScore(Protocol):
@@ -132,9 +155,26 @@ def generate_problem(
     problem = _active(session, problem_id, ProblemStatus.PENDING)
     if problem is None:
         return None
+    generator = generators(problem.job.generator)
+    candidates = generator.generate(sampling_request(problem.job, problem))
+    return store_candidates(session, problem_id, candidates)
+
+
+def pending_request(session: Session, problem_id: int) -> SamplingRequest | None:
+    """The sampling request of a problem that waits for its candidates; None when it does not."""
+    problem = _active(session, problem_id, ProblemStatus.PENDING)
+    return None if problem is None else sampling_request(problem.job, problem)
+
+
+def store_candidates(
+    session: Session, problem_id: int, candidates: Sequence[GeneratedCandidate]
+) -> NextStep | None:
+    """Store a problem's candidates and move it on; a no-op if it no longer waits for them."""
+    problem = _active(session, problem_id, ProblemStatus.PENDING)
+    if problem is None:
+        return None
     job = problem.job
-    generator = generators(job.generator)
-    outputs = [storable(c) for c in generator.generate(sampling_request(job, problem))]
+    outputs = [storable(c) for c in candidates]
     session.execute(
         sa.insert(Candidate),
         [

@@ -28,8 +28,10 @@ class ScratchShape:
 
 def train_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int) -> Any:
     """A fast tokenizer trained on `texts`, saved as a Hugging Face tokenizer in `out_dir`."""
+    import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+
+    fast_tokenizer: Any = transformers.PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
@@ -46,9 +48,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int) -> Any
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN
-    )
+    fast = fast_tokenizer(tokenizer_object=tokenizer, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN)
     fast.save_pretrained(str(out_dir))
     return fast
 
@@ -58,12 +58,15 @@ def build_scratch_model(
 ) -> Path:
     """A randomly initialised LlamaForCausalLM with its own tokenizer, as a Hugging Face folder."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
+
+    llama_config: Any = transformers.LlamaConfig
+    llama: Any = transformers.LlamaForCausalLM
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(texts, out_dir, shape.vocab)
     eos = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
-    config = LlamaConfig(
+    config = llama_config(
         vocab_size=len(tokenizer),
         hidden_size=shape.hidden,
         intermediate_size=shape.hidden * 8 // 3 // 16 * 16,
@@ -77,7 +80,7 @@ def build_scratch_model(
         pad_token_id=eos,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = llama(config)
     model.generation_config.eos_token_id = eos
     model.generation_config.pad_token_id = eos
     model.save_pretrained(str(out_dir))

@@ -24,6 +24,7 @@ from verisolve.jsonl import (
     InvalidLineError,
     JsonlFileError,
     LineError,
+    RawLine,
     json_type,
     numbered_lines,
     optional_text,
@@ -72,7 +73,7 @@ class Dataset:
     source: dict[str, Any]
 
 
-def _candidate_line(raw: bytes | str, line_no: int, limit: int) -> LabelledCandidate | None:
+def _candidate_line(raw: RawLine, line_no: int, limit: int) -> LabelledCandidate | None:
     """One candidate line, labelled; raises InvalidLineError."""
     obj = read_object(raw, line_no, max_line_bytes=limit)
     if obj is None:
@@ -104,7 +105,7 @@ def load_candidate_file(path: Path) -> Dataset:
     limit = get_settings().max_line_bytes
     found: list[LabelledCandidate] = []
     errors = ErrorCollector()
-    for line_no, raw in numbered_lines(path):
+    for line_no, raw in numbered_lines(path, limit):
         try:
             item = _candidate_line(raw, line_no, limit)
         except InvalidLineError as exc:

@@ -1,0 +1,224 @@
+"""`verisolve bench job`: a job of many problems, per-problem engine against continuous batching.
+
+Both engines get the same model, problems, prompt, N, sampling parameters and token budget. The
+per-problem engine runs the problems one after another (prefill of the whole prompt, N rows on
+the prefix-shared graph, the batch draining to nothing before the next problem); the batch
+engine streams them all through one batch that is kept full, behind the exemplars' cache computed
+once. The single-problem N = 64 run of the per-problem engine (what `bench generate` measures) is
+the reference for both. Peak memory is the process's resident high-water mark, reset before each
+run (Linux /proc/self/clear_refs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from verisolve.benchmarks.generate import DEFAULT_QUESTION
+from verisolve.inference.batching import BatchGenerator, BatchItem, load_batch_generator
+from verisolve.inference.engine import Completion, Generator
+from verisolve.inference.prompt_split import shared_prefix_ids
+from verisolve.inference.sampling import SamplingParams
+from verisolve.modelstore.manifest import Manifest, PromptSpec
+from verisolve.settings import get_settings
+
+PER_PROBLEM = "per-problem"
+BATCHED = "batched"
+REFERENCE = "single-problem-n64"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSetup:
+    """What both engines are given."""
+
+    model_dir: Path
+    questions: tuple[str, ...]
+    samples: tuple[int, ...] = (16, 4)
+    max_new_tokens: int = 256
+    shots: int | None = None
+    temperature: float = 0.7
+    seed: int = 0
+    threads: int | None = None
+    rows: int | None = None
+
+    def params(self, n: int) -> SamplingParams:
+        """Sampling parameters at N = n."""
+        return SamplingParams(
+            n=n, temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=self.seed
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobRun:
+    """One engine's run over the job."""
+
+    engine: str
+    samples: int
+    problems: int
+    seconds: float
+    candidates: int
+    tokens: int
+    peak_mb: float | None
+
+    def to_json(self) -> dict[str, object]:
+        """Flat numbers, rates included."""
+        return {
+            "engine": self.engine,
+            "samples": self.samples,
+            "problems": self.problems,
+            "seconds": round(self.seconds, 2),
+            "candidates": self.candidates,
+            "tokens": self.tokens,
+            "tokens_per_s": round(self.tokens / self.seconds, 1),
+            "candidates_per_s": round(self.candidates / self.seconds, 2),
+            "peak_mb": None if self.peak_mb is None else round(self.peak_mb),
+        }
+
+
+def load_questions(path: Path | None, count: int) -> tuple[str, ...]:
+    """The first `count` questions of a JSONL file: GSM8K's test set, else the shipped samples."""
+    if path is None:
+        test = get_settings().gsm8k_dir / "test.jsonl"
+        path = (
+            test if test.is_file() else Path(__file__).parents[1] / "data" / "sample_problems.jsonl"
+        )
+    questions: list[str] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if len(questions) == count:
+                break
+            try:
+                question = json.loads(line)["question"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{number}: expected an object with a 'question'") from exc
+            questions.append(str(question))
+    if not questions:
+        raise ValueError(f"{path}: no questions")
+    return tuple(questions)
+
+
+def _prompt(setup: JobSetup, manifest: Manifest) -> PromptSpec:
+    spec = manifest.prompt
+    if setup.shots is not None:
+        if setup.shots > len(spec.exemplars):
+            raise ValueError(f"--shots {setup.shots}: the model's prompt has {len(spec.exemplars)}")
+        spec = spec.model_copy(update={"exemplars": spec.exemplars[: setup.shots]})
+    return spec
+
+
+def _peak_reset() -> None:
+    # Without the file (not Linux) the peak covers every run so far.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_mb() -> float | None:
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
+    return None if line is None else int(line.split()[1]) / 1024
+
+
+def _timed(engine: str, n: int, problems: int, run: Callable[[], list[Completion]]) -> JobRun:
+    _peak_reset()
+    started = time.perf_counter()
+    completions = run()
+    seconds = time.perf_counter() - started
+    tokens = sum(c.num_tokens for c in completions)
+    return JobRun(engine, n, problems, seconds, len(completions), tokens, _peak_mb())
+
+
+def run_per_problem(gen: Generator, spec: PromptSpec, setup: JobSetup, n: int) -> JobRun:
+    """The per-problem engine over every question, one after another."""
+
+    def run() -> list[Completion]:
+        out: list[Completion] = []
+        for i, question in enumerate(setup.questions):
+            out += gen.generate(spec.render(question), setup.params(n), key=f"q{i}")
+        return out
+
+    return _timed(PER_PROBLEM, n, len(setup.questions), run)
+
+
+def run_batched(batch: BatchGenerator, spec: PromptSpec, setup: JobSetup, n: int) -> JobRun:
+    """The batch engine over every question, as one stream."""
+    items = [
+        BatchItem(i, spec.render(q), setup.params(n), key=f"q{i}")
+        for i, q in enumerate(setup.questions)
+    ]
+
+    def run() -> list[Completion]:
+        return [c for _, cs in batch.stream(items) for c in cs]
+
+    return _timed(BATCHED, n, len(setup.questions), run)
+
+
+def bench_job(
+    setup: JobSetup, progress: Callable[[str], None] = lambda _: None
+) -> dict[str, object]:
+    """The reference run, then both engines at each N; every run and the speed ratios."""
+    manifest = Manifest.load(setup.model_dir)
+    spec = _prompt(setup, manifest)
+    gen = Generator.load(setup.model_dir, threads=setup.threads)
+    batch = load_batch_generator(
+        setup.model_dir, threads=setup.threads, max_rows=setup.rows or get_settings().rows_in_flight
+    )
+    if batch is None:
+        raise ValueError(f"{setup.model_dir} has no cascade graph: rebuild it to batch problems")
+    batch.shared_ids = shared_prefix_ids(batch.tokenizer, spec)
+    runs: list[JobRun] = []
+    reference = JobSetup(
+        setup.model_dir,
+        (DEFAULT_QUESTION,),
+        (64,),
+        setup.max_new_tokens,
+        setup.shots,
+        setup.temperature,
+        setup.seed,
+    )
+    progress("running the reference: one problem, N=64, per-problem engine")
+    runs.append(_named(run_per_problem(gen, spec, reference, 64), REFERENCE))
+    for n in setup.samples:
+        for name, runner in ((PER_PROBLEM, run_per_problem), (BATCHED, run_batched)):
+            progress(f"running {name}: {len(setup.questions)} problems, N={n}")
+            engine = gen if name == PER_PROBLEM else batch
+            runs.append(runner(engine, spec, setup, n))  # type: ignore[arg-type]
+    return _summary(setup, manifest, batch, runs)
+
+
+def _named(run: JobRun, engine: str) -> JobRun:
+    return JobRun(
+        engine, run.samples, run.problems, run.seconds, run.candidates, run.tokens, run.peak_mb
+    )
+
+
+def _summary(
+    setup: JobSetup, manifest: Manifest, batch: BatchGenerator, runs: Sequence[JobRun]
+) -> dict[str, object]:
+    rate = {(r.engine, r.samples): r.tokens / r.seconds for r in runs}
+    reference = rate[(REFERENCE, 64)]
+    ratios: dict[str, float] = {}
+    for n in setup.samples:
+        new, old = rate[(BATCHED, n)], rate[(PER_PROBLEM, n)]
+        ratios[f"speedup_vs_per_problem_n{n}"] = round(new / old, 2)
+        ratios[f"batched_vs_single_problem_n64_n{n}"] = round(new / reference, 2)
+        ratios[f"per_problem_vs_single_problem_n64_n{n}"] = round(old / reference, 2)
+    return {
+        "model": manifest.name,
+        "int8": manifest.int8,
+        "problems": len(setup.questions),
+        "max_new_tokens": setup.max_new_tokens,
+        "shots": setup.shots if setup.shots is not None else len(manifest.prompt.exemplars),
+        "shared_prefix_tokens": len(batch.shared_ids),
+        "rows_in_flight": batch.max_rows,
+        "temperature": setup.temperature,
+        "runs": [r.to_json() for r in runs],
+        "speedup_vs_per_problem": ratios[f"speedup_vs_per_problem_n{setup.samples[0]}"],
+        **ratios,
+    }

@@ -1,0 +1,116 @@
+"""Export the cascade decode graph (continuous batching across problems) of a Llama-family model.
+
+Inputs: `input_ids` and `position_ids` [rows, 1]; `own_bias` [rows, S] float32 (0 on a row's
+cache, -inf on the padding past it); `prefix_key.{i}` / `prefix_value.{i}` [1, kv_heads, P,
+head_dim], the few-shot exemplars shared by every row; `own_key.{i}` / `own_value.{i}` [rows,
+kv_heads, S, head_dim], each row's question and generated tokens, padded to the longest row.
+Outputs: `logits` [rows, vocab] and `new_key.{i}` / `new_value.{i}` [rows, kv_heads, 1, head_dim],
+the fed token's cache, which the caller writes at the end of the row's own cache. See
+`cascade_graph.py`. The prefill keeps using optimum's graph.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from verisolve.modelstore.export import ExportError, quantize_int8, read_config
+from verisolve.modelstore.prefix_export import OPSET, transpose_head, unsupported_reason
+
+CASCADE_DECODER_FILE = "decoder_cascade.onnx"
+# The manifest's graph role of this file.
+CASCADE_ROLE = "decoder_cascade"
+
+
+def cascade_input_names(layers: int) -> list[str]:
+    """The graph's inputs, in order: ids, positions, the own-cache bias, prefix and own caches."""
+    names = ["input_ids", "position_ids", "own_bias"]
+    for kind in ("prefix", "own"):
+        for i in range(layers):
+            names += [f"{kind}_key.{i}", f"{kind}_value.{i}"]
+    return names
+
+
+def cascade_output_names(layers: int) -> list[str]:
+    """The graph's outputs: logits, then each layer's key and value of the fed token."""
+    names = ["logits"]
+    for i in range(layers):
+        names += [f"new_key.{i}", f"new_value.{i}"]
+    return names
+
+
+def _example_inputs(model: Any) -> tuple[Any, ...]:
+    """Inputs of distinct sizes for tracing: rows = 2, P = 3, S = 4."""
+    import torch
+
+    config = model.config
+    layers, kvh = int(config.num_hidden_layers), int(config.num_key_value_heads)
+    dim = int(model.model.layers[0].self_attn.head_dim)
+    rows, prompt, own = 2, 3, 4
+    dtype = model.lm_head.weight.dtype
+    ids = torch.zeros((rows, 1), dtype=torch.int64)
+    positions = torch.full((rows, 1), prompt + own, dtype=torch.int64)
+    bias = torch.zeros((rows, own), dtype=torch.float32)
+    prefix = [torch.randn(1, kvh, prompt, dim, dtype=dtype) for _ in range(2 * layers)]
+    owned = [torch.randn(rows, kvh, own, dim, dtype=dtype) for _ in range(2 * layers)]
+    return (ids, positions, bias, *prefix, *owned)
+
+
+def _dynamic_axes(inputs: list[str], outputs: list[str]) -> dict[str, dict[int, str]]:
+    axes: dict[str, dict[int, str]] = {
+        "input_ids": {0: "rows"},
+        "position_ids": {0: "rows"},
+        "own_bias": {0: "rows", 1: "own"},
+        "logits": {0: "rows"},
+    }
+    for name in inputs[3:]:
+        axes[name] = {2: "prompt"} if name.startswith("prefix_") else {0: "rows", 2: "own"}
+    for name in outputs[1:]:
+        axes[name] = {0: "rows"}
+    return axes
+
+
+def export_cascade_decoder(hf_dir: Path, out_path: Path, *, opset: int = OPSET) -> Path:
+    """Export the cascade decode graph of a supported causal LM to `out_path`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from verisolve.modelstore.cascade_graph import CascadeDecodeStep
+
+    reason = unsupported_reason(read_config(hf_dir))
+    if reason is not None:
+        raise ExportError(f"{hf_dir}: no cascade decode graph: {reason}")
+    model = AutoModelForCausalLM.from_pretrained(
+        str(hf_dir), local_files_only=True, attn_implementation="eager"
+    )
+    step = CascadeDecodeStep(model).eval()
+    layers = int(model.config.num_hidden_layers)
+    inputs, outputs = cascade_input_names(layers), cascade_output_names(layers)
+    with torch.no_grad():
+        torch.onnx.export(
+            step,
+            _example_inputs(model),
+            str(out_path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=_dynamic_axes(inputs, outputs),
+            opset_version=opset,
+            dynamo=False,
+        )
+    return out_path
+
+
+def add_cascade_decoder(hf_dir: Path, model_dir: Path, *, int8: bool = False) -> str | None:
+    """Export the cascade graph into a model directory; its file name, or None if unsupported."""
+    config = read_config(hf_dir)
+    if unsupported_reason(config) is not None:
+        return None
+    path = export_cascade_decoder(hf_dir, model_dir / CASCADE_DECODER_FILE)
+    if int8:
+        # Quantised as the decoder and prefix graphs are, so that all three agree.
+        if config.get("tie_word_embeddings", False):
+            transpose_head(path)
+        quantized = path.with_suffix(".int8.onnx")
+        quantize_int8(path, quantized)
+        quantized.replace(path)
+    return CASCADE_DECODER_FILE

@@ -1,0 +1,113 @@
+"""The cascade decode step: rows of many problems share one prefix and keep ragged caches.
+
+One step feeds one token per row. Each head attends, with one softmax, over three parts: the
+shared prefix (the model's few-shot exemplars, held once at batch 1 for every row of every
+problem), the row's own cache (its problem's question and its generated tokens, padded to the
+longest row and masked by an additive bias), and the new token itself. The prefix scores of all
+rows are one matrix product per KV head, as in `prefix_graph.py`. The graph returns only the new
+token's key and value, so the caller writes them where the row's cache ends and may hold the
+caches in growing buffers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from verisolve.modelstore.prefix_graph import LinearHead, PrefixLayer, _rotate_half
+
+
+class CascadeLayer(PrefixLayer):
+    """One decoder layer attending over shared prefix, own (masked) cache and the new token."""
+
+    def forward(  # type: ignore[override]
+        self,
+        hidden: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        prefix: tuple[torch.Tensor, torch.Tensor],
+        own: tuple[torch.Tensor, torch.Tensor],
+        bias: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layer's output [rows, 1, hidden] and the new token's key and value."""
+        attended, key, value = self.attend_cascade(
+            self.input_layernorm(hidden), rope, prefix, own, bias
+        )
+        hidden = hidden + attended
+        hidden = hidden + self.mlp(self.post_attention_layernorm(hidden))
+        return hidden, key, value
+
+    def attend_cascade(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        prefix: tuple[torch.Tensor, torch.Tensor],
+        own: tuple[torch.Tensor, torch.Tensor],
+        bias: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Attention of one token per row; bias [rows, S] is 0 on a row's cache, -inf past it."""
+        attn = self.self_attn
+        rows, kvh, dim = x.shape[0], self.kv_heads, self.head_dim
+        group = self.heads // kvh
+        q = attn.q_proj(x).view(rows, 1, self.heads, dim).transpose(1, 2)
+        k = attn.k_proj(x).view(rows, 1, kvh, dim).transpose(1, 2)
+        v = attn.v_proj(x).view(rows, 1, kvh, dim).transpose(1, 2)
+        cos, sin = rope
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        # Query heads are ordered KV-head-major: head h reads KV head h // group.
+        q = q.reshape(rows, kvh, group, dim) * attn.scaling
+        shared = q.permute(1, 0, 2, 3).reshape(kvh, rows * group, dim)
+        prefix_scores = torch.matmul(shared, prefix[0][0].transpose(1, 2))
+        prefix_len = prefix_scores.shape[-1]
+        # -1, not prefix_len: ONNX's Reshape reads a 0 as "keep this dimension", and the shared
+        # prefix may be empty.
+        prefix_scores = prefix_scores.reshape(kvh, rows, group, -1).permute(1, 0, 2, 3)
+        own_scores = torch.matmul(q, own[0].transpose(2, 3)).float() + bias[:, None, None, :]
+        own_len = own_scores.shape[-1]
+        self_scores = torch.matmul(q, k.transpose(2, 3))
+        scores = torch.cat((prefix_scores.float(), own_scores, self_scores.float()), dim=-1)
+        probs = torch.softmax(scores, dim=-1).to(q.dtype)
+        prefix_probs = probs[..., :prefix_len].permute(1, 0, 2, 3)
+        prefix_probs = prefix_probs.reshape(kvh, rows * group, -1)
+        out = torch.matmul(prefix_probs, prefix[1][0]).reshape(kvh, rows, group, dim)
+        out = out.permute(1, 0, 2, 3)
+        out = out + torch.matmul(probs[..., prefix_len : prefix_len + own_len], own[1])
+        out = out + probs[..., prefix_len + own_len :] * v
+        return attn.o_proj(out.reshape(rows, 1, self.heads * dim)), k, v
+
+
+class CascadeDecodeStep(nn.Module):
+    """(ids, positions, own bias, prefix caches, own caches) -> logits and the new keys/values."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        config = model.config
+        heads, kv_heads = int(config.num_attention_heads), int(config.num_key_value_heads)
+        base = model.model
+        self.embed_tokens = base.embed_tokens
+        self.rotary_emb = base.rotary_emb
+        self.layers = nn.ModuleList(CascadeLayer(layer, heads, kv_heads) for layer in base.layers)
+        self.norm = base.norm
+        self.lm_head = LinearHead(model.lm_head)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        own_bias: torch.Tensor,
+        *caches: Any,
+    ) -> Any:
+        """Inputs as `cascade_input_names` orders them; outputs as `cascade_output_names`."""
+        n = len(self.layers)
+        prefix, own = caches[: 2 * n], caches[2 * n :]
+        hidden = self.embed_tokens(input_ids)
+        cos, sin = self.rotary_emb(hidden, position_ids)
+        rope = (cos.unsqueeze(1), sin.unsqueeze(1))
+        presents: list[torch.Tensor] = []
+        for i, layer in enumerate(self.layers):
+            pair = slice(2 * i, 2 * i + 2)
+            hidden, key, value = layer(hidden, rope, prefix[pair], own[pair], own_bias)
+            presents += [key, value]
+        return (self.lm_head(self.norm(hidden)[:, 0, :]), *presents)

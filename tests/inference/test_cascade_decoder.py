@@ -1,0 +1,163 @@
+"""The cascade graph against optimum's graph, and the batch engine against the per-problem one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from verisolve.inference.batching import BatchGenerator, BatchItem, load_batch_generator
+from verisolve.inference.cascade_decoder import CascadeDecoder
+from verisolve.inference.engine import Generator
+from verisolve.inference.onnx_decoder import OnnxDecoder
+from verisolve.inference.prompt_split import shared_prefix_ids
+from verisolve.inference.sampling import SamplingParams
+from verisolve.inference.tokenizer import TextTokenizer
+from verisolve.modelstore.manifest import PromptSpec
+from verisolve.modelstore.prefix_export import SUPPORTED_ARCHITECTURES
+
+# fp32 on both sides: the graphs differ only in the order of additions.
+ATOL = 1e-4
+PROMPT = PromptSpec(
+    exemplars=[
+        {
+            "question": "Tom has 3 apples and buys 4 more. How many?",
+            "solution": "3+4 = <<3+4=7>>7\n#### 7",
+        },
+        {
+            "question": "A box holds 6 pens. How many in 2 boxes?",
+            "solution": "2*6 = <<2*6=12>>12\n#### 12",
+        },
+    ]
+)
+QUESTIONS = [
+    "She sells 5 books each day. How many in a week?",
+    "How much do 3 bags cost at 12 dollars each?",
+    "He had 40 miles left and drove 15. How many are left?",
+    "7 friends share 21 apples. How many each?",
+    "If each student has 4 pens, how many pens do 9 students have?",
+]
+
+
+@pytest.fixture(scope="module", params=SUPPORTED_ARCHITECTURES)
+def model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random model of one architecture, with the cascade graph its export adds."""
+    pytest.importorskip("optimum.exporters.onnx")
+    from verisolve.modelstore.export import export_generator
+    from verisolve.modelstore.tiny import build_tiny_model
+
+    arch: str = request.param
+    root = tmp_path_factory.mktemp(f"cascade-{arch}")
+    hf = build_tiny_model(root / "hf", arch=arch, seed=3, heads=6, kv_heads=2, hidden_size=48)
+    out = root / "generator"
+    manifest = export_generator(hf, out, name=f"tiny-{arch}", prompt=PROMPT, stop=["\n\n"])
+    assert manifest.graphs["decoder_cascade"] == "decoder_cascade.onnx"
+    return out
+
+
+def test_logits_match_rows_of_many_problems(model_dir: Path) -> None:
+    standard = OnnxDecoder.load(model_dir / "model.onnx", threads=1)
+    cascade = CascadeDecoder.load(
+        model_dir / "model.onnx", model_dir / "decoder_cascade.onnx", threads=1
+    )
+    rng = np.random.default_rng(0)
+    shared = rng.integers(0, 500, 23).tolist()
+    batch = cascade.open(shared)
+    histories: list[list[int]] = []
+    pending = None
+    for step in range(12):
+        if step in (0, 3, 7):  # problems join with questions of different lengths
+            question = rng.integers(0, 500, 4 + 3 * step).tolist()
+            first, cache = batch.prefill(question)
+            expected, _ = standard.prefill(shared + question)
+            np.testing.assert_allclose(first, expected, atol=ATOL, rtol=0)
+            count = 2 + step % 3
+            batch.admit(cache, count)
+            histories += [shared + question for _ in range(count)]
+            pending = rng.integers(0, 500, len(histories))
+        assert pending is not None
+        logits = batch.step(pending)
+        for row, token in zip(histories, pending.tolist(), strict=True):
+            row.append(token)
+        for i, row in enumerate(histories):
+            np.testing.assert_allclose(logits[i], standard.prefill(row)[0], atol=ATOL, rtol=0)
+        if step in (2, 8):  # rows finish and leave, as the engine's compaction orders them
+            kept = np.array([len(histories) - 1, *range(1, len(histories) - 2)])
+            batch.keep(kept)
+            histories = [histories[i] for i in kept.tolist()]
+        pending = rng.integers(0, 500, len(histories))
+
+
+def engines(model_dir: Path, max_rows: int) -> tuple[Generator, BatchGenerator]:
+    """The per-problem engine on optimum's graph and the batch engine, ending rows at ids % 9."""
+    tokenizer = TextTokenizer.from_file(model_dir / "tokenizer.json")
+    eos = list(range(0, tokenizer.vocab_size, 9))
+    per_problem = Generator(
+        OnnxDecoder.load(model_dir / "model.onnx", threads=1),
+        tokenizer,
+        eos_token_ids=eos,
+        stop=["\n\n"],
+    )
+    batch = load_batch_generator(model_dir, threads=1, max_rows=max_rows)
+    assert batch is not None
+    batch.eos_token_ids = per_problem.eos_token_ids
+    return per_problem, batch
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_engine_candidates_equal_the_per_problem_engine(
+    model_dir: Path, temperature: float
+) -> None:
+    per_problem, batch = engines(model_dir, max_rows=5)
+    assert batch.shared_ids, "the exemplars should split off as the shared prefix"
+    items = [
+        BatchItem(
+            i,
+            PROMPT.render(q),
+            SamplingParams(n=2 + i, temperature=temperature, max_new_tokens=20, seed=7),
+            key=f"q{i}",
+        )
+        for i, q in enumerate(QUESTIONS)
+    ]
+    got = dict(batch.stream(items))
+    for item in items:
+        expected = per_problem.generate(item.prompt, item.params, key=item.key)
+        assert [c.token_ids for c in got[item.tag]] == [c.token_ids for c in expected]
+        assert [c.text for c in got[item.tag]] == [c.text for c in expected]
+
+
+def test_without_a_shared_prefix_every_prompt_is_its_own(model_dir: Path) -> None:
+    per_problem, batch = engines(model_dir, max_rows=4)
+    batch.shared_ids = []
+    params = SamplingParams(n=3, temperature=0, max_new_tokens=12)
+    items = [
+        BatchItem(i, PROMPT.render(q), params, key=f"q{i}") for i, q in enumerate(QUESTIONS[:3])
+    ]
+    for tag, completions in batch.stream(items):
+        expected = per_problem.generate(items[tag].prompt, params, key=items[tag].key)
+        assert [c.token_ids for c in completions] == [c.token_ids for c in expected]
+
+
+def test_the_exemplars_are_a_stable_token_prefix(model_dir: Path) -> None:
+    tokenizer = TextTokenizer.from_file(model_dir / "tokenizer.json")
+    shared = shared_prefix_ids(tokenizer, PROMPT)
+    assert tokenizer.decode(shared).endswith("#### 12\n\nQuestion:")
+    for question in [*QUESTIONS, "  spaced  ", "12 apples", "'quoted'?", "Über 5"]:
+        ids = tokenizer.encode(PROMPT.render(question))
+        assert ids[: len(shared)] == shared
+
+
+def test_a_model_without_the_cascade_graph_gets_no_batch_engine(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    for path in model_dir.iterdir():
+        (old / path.name).symlink_to(path)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    del manifest["graphs"]["decoder_cascade"]
+    (old / "manifest.json").unlink()
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert load_batch_generator(old) is None
