@@ -8,9 +8,11 @@ import pytest
 import sqlalchemy as sa
 from doubles import BatchingGenerator
 
+from jobtools import make_job as new_job
+from jobtools import spec
 from verisolve.db import session_scope
 from verisolve.executors import celery_worker
-from verisolve.pipeline import JobSpec, create_job, start_job
+from verisolve.pipeline.jobs import mark_running
 from verisolve.pipeline.stages import GeneratedCandidate, K, SamplingRequest
 from verisolve.problems import ProblemIn
 from verisolve.tables import Candidate, OutboxMessage, Problem, ProblemStatus
@@ -28,14 +30,14 @@ def engine(own_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> sa.Engine:
 
 def make_job(engine: sa.Engine) -> list[int]:
     with session_scope(engine) as session:
-        job = create_job(session, JobSpec(generator="g", verifier=None, n_samples=2), PROBLEMS)
-        start_job(session, job)
+        job = new_job(session, spec("g", n_samples=2), PROBLEMS)
+        mark_running(session, job)
         session.flush()
         return sorted(p.id for p in job.problems)
 
 
 def use(monkeypatch: pytest.MonkeyPatch, generator: object) -> None:
-    monkeypatch.setattr(celery_worker, "_generator", lambda name: generator)
+    monkeypatch.setattr(celery_worker, "generator_named", lambda name: generator)
 
 
 def status(engine: sa.Engine, problem_id: int) -> str:

@@ -49,7 +49,8 @@ def value(name: str, **labels: str) -> float:
     return metrics.WORKER_REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_an_inline_run_records_what_a_worker_would(engine: sa.Engine) -> None:
+def test_an_inline_run_records_what_a_worker_would(own_engine: sa.Engine) -> None:
+    engine = own_engine
     problems = [ProblemIn(f"p{i}", f"What is {i} + 2?", None, None, i) for i in range(3)]
     job_spec = spec("g", "v", n_samples=4, owner=f"t-{uuid.uuid4().hex[:8]}")
     with session_scope(engine) as session:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from doubles import BatchingGenerator, ScriptedScorer
 
+from jobtools import make_job as new_job
+from jobtools import spec
 from verisolve.db import session_scope
 from verisolve.executors.inline import InlineExecutor
-from verisolve.pipeline import JobSpec, create_job
 from verisolve.pipeline.stages import generate_problem
 from verisolve.problems import ProblemIn
 from verisolve.tables import Candidate, Job, JobStatus, Problem, ProblemStatus
@@ -28,7 +29,7 @@ def statuses(engine: sa.Engine, job_id: int) -> dict[str, str]:
 
 def make_job(engine: sa.Engine) -> int:
     with session_scope(engine) as session:
-        job = create_job(session, JobSpec(generator="g", verifier=None, n_samples=2), PROBLEMS)
+        job = new_job(session, spec("g", n_samples=2), PROBLEMS)
         session.flush()
         return job.id
 
@@ -58,7 +59,7 @@ def test_problems_already_generated_are_not_generated_again(engine: sa.Engine) -
             sa.select(Problem.id).where(Problem.job_id == job_id).order_by(Problem.id)
         ).first()
         assert first is not None
-        generate_problem(session, first, gen)
+        generate_problem(session, first, lambda _: gen)
     executor.run(job_id)
     assert gen.batches == [["p1", "p2", "p3", "p4"]]
     assert statuses(engine, job_id) == dict.fromkeys(statuses(engine, job_id), ProblemStatus.DONE)
