@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,19 @@ def mini(
     scale: Annotated[
         bool, typer.Option("--scale", help="Toward the paper's shape: N = 100.")
     ] = False,
+    gen_problems: Annotated[
+        int | None, typer.Option(min=2, help="Problems the generator is fine-tuned on.")
+    ] = None,
+    ver_problems: Annotated[
+        int | None, typer.Option(min=2, help="Training problems sampled for the verifier.")
+    ] = None,
+    train_samples: Annotated[
+        int | None, typer.Option(min=1, help="Samples per verifier-training problem.")
+    ] = None,
+    test_problems: Annotated[int | None, typer.Option(min=1, help="Test problems.")] = None,
+    test_samples: Annotated[
+        int | None, typer.Option(min=1, help="Samples per test problem (N).")
+    ] = None,
 ) -> None:
     """Synthetic data → a Llama from scratch → train generator → sample → train verifier → solve.
 
@@ -38,6 +52,14 @@ def mini(
         fail("--smoke and --scale exclude each other")
         raise typer.Exit(1)
     sizes = SMOKE if smoke else SCALE if scale else MINI
+    given = {
+        "gen_problems": gen_problems,
+        "ver_problems": ver_problems,
+        "train_samples": train_samples,
+        "test_problems": test_problems,
+        "test_samples": test_samples,
+    }
+    sizes = replace(sizes, **{k: v for k, v in given.items() if v is not None})
     run = Run(out.resolve(), sizes, seed, say=lambda line: console.print(line, style="bold"))
     try:
         result = run_mini(run)

@@ -44,6 +44,9 @@ class Sizes:
     gen_lr: float = 2e-3
     ver_epochs: int = 1
     ver_lr: float = 3e-4
+    # A model trained from scratch learns from many small steps, not from a few large ones.
+    batch_tokens: int = 2048
+    accumulation: int = 1
     max_new_tokens: int = 160
     temperature: float = 0.7
     vote_k: int = 3
@@ -194,6 +197,7 @@ def stage_generator(run: Run) -> None:
         "train", "generator", str(run.file("train.jsonl")), "--base", str(run.file("base")),
         "--name", GENERATOR, "--epochs", str(s.gen_epochs), "--learning-rate", str(s.gen_lr),
         "--seed", str(run.seed), "--max-length", str(s.shape.max_positions),
+        "--batch-tokens", str(s.batch_tokens), "--accumulation", str(s.accumulation),
     )  # fmt: skip
 
 
@@ -230,6 +234,7 @@ def _train_verifier(run: Run, name: str, data: Sequence[str]) -> None:
         "train", "verifier", *data, "--base", GENERATOR, "--name", name,
         "--epochs", str(s.ver_epochs), "--learning-rate", str(s.ver_lr),
         "--seed", str(run.seed), "--max-length", str(s.shape.max_positions),
+        "--batch-tokens", str(s.batch_tokens), "--accumulation", str(s.accumulation),
     )  # fmt: skip
 
 
