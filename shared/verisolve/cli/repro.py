@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -52,7 +52,7 @@ def mini(
         fail("--smoke and --scale exclude each other")
         raise typer.Exit(1)
     sizes = SMOKE if smoke else SCALE if scale else MINI
-    given = {
+    given: dict[str, Any] = {
         "gen_problems": gen_problems,
         "ver_problems": ver_problems,
         "train_samples": train_samples,
