@@ -39,7 +39,7 @@ from verisolve.pipeline.stages import (
     generate_problem,
 )
 from verisolve.problems import ProblemIn
-from verisolve.tables import Job
+from verisolve.tables import Job, ModelArtifact
 
 HERE = Path(__file__).resolve().parent
 ALERTS = HERE.parents[1] / "deploy" / "prometheus" / "alerts.yml"
@@ -72,6 +72,7 @@ def job_id(postgres_url: str) -> Iterator[int]:
     yield created
     with session_scope(engine) as session:
         session.execute(sa.delete(Job).where(Job.id == created))
+        session.execute(sa.delete(ModelArtifact).where(ModelArtifact.name == "fours"))
     engine.dispose()
 
 
