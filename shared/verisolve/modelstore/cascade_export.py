@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from verisolve.modelstore.export import ExportError, quantize_int8, read_config
-from verisolve.modelstore.prefix_export import OPSET, transpose_head, unsupported_reason
+from verisolve.modelstore.export import ExportError, read_config
+from verisolve.modelstore.prefix_export import OPSET, quantize_graph, unsupported_reason
 
 CASCADE_DECODER_FILE = "decoder_cascade.onnx"
 # The manifest's graph role of this file.
@@ -108,9 +108,5 @@ def add_cascade_decoder(hf_dir: Path, model_dir: Path, *, int8: bool = False) ->
     path = export_cascade_decoder(hf_dir, model_dir / CASCADE_DECODER_FILE)
     if int8:
         # Quantised as the decoder and prefix graphs are, so that all three agree.
-        if config.get("tie_word_embeddings", False):
-            transpose_head(path)
-        quantized = path.with_suffix(".int8.onnx")
-        quantize_int8(path, quantized)
-        quantized.replace(path)
+        quantize_graph(path, config)
     return CASCADE_DECODER_FILE

@@ -120,12 +120,17 @@ def add_prefix_decoder(hf_dir: Path, model_dir: Path, *, int8: bool = False) -> 
         return None
     path = export_prefix_decoder(hf_dir, model_dir / PREFIX_DECODER_FILE)
     if int8:
-        if config.get("tie_word_embeddings", False):
-            transpose_head(path)
-        quantized = path.with_suffix(".int8.onnx")
-        quantize_int8(path, quantized)
-        quantized.replace(path)
+        quantize_graph(path, config)
     return PREFIX_DECODER_FILE
+
+
+def quantize_graph(path: Path, config: dict[str, Any]) -> None:
+    """Quantise one of our decode graphs in place, as the decoder is (tied heads made MatMul)."""
+    if config.get("tie_word_embeddings", False):
+        transpose_head(path)
+    quantized = path.with_suffix(".int8.onnx")
+    quantize_int8(path, quantized)
+    quantized.replace(path)
 
 
 def transpose_head(path: Path) -> None:
