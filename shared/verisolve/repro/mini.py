@@ -57,8 +57,8 @@ class Sizes:
 
 
 MINI = Sizes(
-    gen_problems=12_000,
-    ver_problems=2_000,
+    gen_problems=6_000,
+    ver_problems=3_000,
     train_samples=16,
     test_problems=500,
     test_samples=32,
@@ -159,19 +159,28 @@ def _registered(run: Run, name: str) -> bool:
 
 
 def stage_data(run: Run) -> None:
-    """Synthetic training and test problems (a question is in one split only)."""
+    """Synthetic training and test problems (a question is in one split only).
+
+    The verifier's training problems come from the training split but are not among the
+    generator's: sampled on problems it was fine-tuned on, the generator is right more often
+    and wrong in other ways than on new problems, and the verifier would learn that
+    distribution instead of the test set's. (The paper, with 7,473 problems in all, had to
+    reuse them; synthetic data need not.)
+    """
     s = run.sizes
     common = ["--min-steps", str(s.min_steps), "--max-steps", str(s.max_steps)]
-    if not run.file("train.jsonl").is_file():
-        run.verisolve("data", "synth", "--n", str(s.gen_problems), "--seed", str(run.seed),
-                      "-o", str(run.file("train.jsonl")), *common)  # fmt: skip
+    pool = run.file("train-pool.jsonl")
+    if not run.file("verifier-train.jsonl").is_file():
+        run.verisolve("data", "synth", "--n", str(s.gen_problems + s.ver_problems),
+                      "--seed", str(run.seed), "-o", str(pool), *common)  # fmt: skip
+        lines = pool.read_text(encoding="utf-8").splitlines()
+        write_jsonl(run.file("train.jsonl"), (json.loads(x) for x in lines[: s.gen_problems]))
+        rows = (json.loads(x) for x in lines[s.gen_problems :])
+        write_jsonl(run.file("verifier-train.jsonl"), rows)
+        pool.unlink()
     if not run.file("test.jsonl").is_file():
         run.verisolve("data", "synth", "--n", str(s.test_problems), "--seed", str(run.seed + 1),
                       "--split", "test", "-o", str(run.file("test.jsonl")), *common)  # fmt: skip
-    if not run.file("verifier-train.jsonl").is_file():
-        lines = run.file("train.jsonl").read_text(encoding="utf-8").splitlines()
-        rows = [json.loads(line) for line in lines[: s.ver_problems]]
-        write_jsonl(run.file("verifier-train.jsonl"), rows)
 
 
 def stage_base(run: Run) -> None:
