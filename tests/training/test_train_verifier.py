@@ -116,3 +116,42 @@ def test_exported_scores_equal_torch(tiny_base: Path, tmp_path: Path, form: str)
     got = [s.score for s in verifier.score_texts(texts)]
     assert max(expected) - min(expected) > 0.05
     assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_ranking_loss_alone_teaches_the_order_within_problems(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    data = write_candidates(tmp_path / "c.jsonl", 120)
+    manifest = train(
+        "--candidates",
+        str(data),
+        "--base",
+        str(tiny_base),
+        "--name",
+        "ranked",
+        "--epochs",
+        "3",
+        "--val-fraction",
+        "0.25",
+        "--value-weight",
+        "0",
+        "--rank-weight",
+        "1",
+        *FAST,
+    )
+    metrics = last_epoch(manifest)
+    assert metrics["auroc_within_problem"] >= 0.9
+    assert metrics["accuracy_verifier_top1"] > metrics["accuracy_first_sample"]
+    assert manifest.training is not None
+    assert manifest.training["hyperparameters"]["rank_weight"] == 1.0
+
+
+def test_no_loss_at_all_is_refused(tiny_base: Path, tmp_path: Path) -> None:
+    data = write_candidates(tmp_path / "c.jsonl", 8)
+    args = ["--candidates", str(data), "--base", str(tiny_base), "--name", "nothing"]
+    result = runner.invoke(
+        app, ["train", "verifier", *args, "--value-weight", "0", "--rank-weight", "0"]
+    )
+    assert result.exit_code == 1
+    assert "--value-weight and --rank-weight are both 0" in result.output
+    assert not (get_settings().models_path / "nothing").exists()

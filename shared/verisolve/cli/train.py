@@ -224,6 +224,17 @@ def verifier(
     lm_weight: Annotated[
         float, typer.Option(min=0.0, help="Weight of the joint language-modelling loss.")
     ] = 1.0,
+    rank_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Weight of a within-problem ranking loss on the scores of each problem's "
+            "right and wrong candidates (0: the paper's recipe, value loss only).",
+        ),
+    ] = 0.0,
+    value_weight: Annotated[
+        float, typer.Option(min=0.0, help="Weight of the value loss (MSE per token, or BCE).")
+    ] = 1.0,
     dropout: DropoutOpt = 0.0,
     val_fraction: ValOpt = 0.1,
     batch_tokens: BatchOpt = 4096,
@@ -249,14 +260,17 @@ def verifier(
         checkpoint_every=checkpoint_every,
         precision=precision,
     )
-    options = VerifierOptions(
-        score_form=str(score_form),
-        lm_weight=lm_weight,
-        dropout=dropout,
-        val_fraction=val_fraction,
-        max_length=max_length,
-        int8=int8,
-    )
+    with clear_errors():
+        options = VerifierOptions(
+            score_form=str(score_form),
+            lm_weight=lm_weight,
+            rank_weight=rank_weight,
+            value_weight=value_weight,
+            dropout=dropout,
+            val_fraction=val_fraction,
+            max_length=max_length,
+            int8=int8,
+        )
     with clear_errors(candidates):
         dataset = _dataset(jobs, candidates)
         base_model = resolve_base(base or _default_base(jobs))

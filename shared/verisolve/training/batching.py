@@ -60,6 +60,41 @@ def plan_batches(
     return batches
 
 
+def plan_group_batches(
+    lengths: Sequence[int], groups: Sequence[int], batch_tokens: int, *, seed: int
+) -> list[list[int]]:
+    """Indices in batches of whole groups (problems), each within `batch_tokens` where it can.
+
+    A loss that compares the rows of one problem needs them in one batch. Groups are shuffled,
+    sorted by their longest row within windows (as `plan_batches` sorts rows) and packed while
+    the batch's padded tokens stay within the budget; a group over the budget is a batch alone.
+    """
+    members: dict[int, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    order = list(members)
+    rng = random.Random(seed)
+    rng.shuffle(order)
+    widest = {g: max(lengths[i] for i in members[g]) for g in order}
+    mean_rows = max(1, len(lengths) // max(1, len(order)))
+    mean_width = max(1, sum(widest.values()) // max(1, len(order)))
+    window = max(1, _WINDOW_BATCHES * max(1, batch_tokens // (mean_rows * mean_width)))
+    batches: list[list[int]] = []
+    for begin in range(0, len(order), window):
+        chunk = sorted(order[begin : begin + window], key=lambda g: (widest[g], g))
+        batch: list[int] = []
+        for group in chunk:
+            rows = members[group]
+            if batch and (len(batch) + len(rows)) * widest[group] > batch_tokens:
+                batches.append(batch)
+                batch = []
+            batch += rows
+        if batch:
+            batches.append(batch)
+    rng.shuffle(batches)
+    return batches
+
+
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, Any]:
     """Right-padded tensors: ids, attention mask, solution mask, last index and label per row."""
     import torch
@@ -79,4 +114,5 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, Any]:
         "solution_mask": solution,
         "last": torch.tensor([len(e.ids) - 1 for e in examples], dtype=torch.long),
         "labels": torch.tensor([e.label for e in examples], dtype=torch.float32),
+        "groups": torch.tensor([e.group for e in examples], dtype=torch.long),
     }

@@ -59,6 +59,8 @@ def _causal_net_class() -> Any:
 class GeneratorTask:
     """Cross-entropy on answer tokens, and the held-out loss per answer token."""
 
+    grouped = False
+
     def __init__(self, examples: Sequence[Example], val: Sequence[Example], pad_id: int) -> None:
         self.examples = examples
         self.val = val

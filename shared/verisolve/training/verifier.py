@@ -14,7 +14,7 @@ from typing import Any
 
 from verisolve.modelstore.manifest import Manifest
 from verisolve.training.base import BaseModel
-from verisolve.training.batching import Example, collate, plan_batches
+from verisolve.training.batching import Example, collate, plan_batches, plan_group_batches
 from verisolve.training.data import Dataset, LabelledCandidate, check_labels, split_problems
 from verisolve.training.loop import LoopConfig, LoopRun, cleanup, train
 from verisolve.training.metrics import verifier_metrics
@@ -28,6 +28,18 @@ class VerifierOptions:
 
     score_form: str = "token"
     lm_weight: float = 1.0
+    # Weight of the within-problem ranking loss: over each pair of a problem's right and wrong
+    # candidates, -log sigmoid(score(right) - score(wrong)) at the scored (last) token. A value
+    # loss alone lets the verifier lower its error mostly by learning which problems are hard;
+    # this term rewards only telling a problem's candidates apart, which is what selection uses.
+    rank_weight: float = 0.0
+    value_weight: float = 1.0  # of the value loss (MSE per token, or BCE per row)
+
+    def __post_init__(self) -> None:
+        if self.value_weight <= 0 and self.rank_weight <= 0:
+            raise ValueError(
+                "--value-weight and --rank-weight are both 0: no loss would teach the verifier"
+            )
     dropout: float = 0.0
     val_fraction: float = 0.1
     max_length: int | None = 1024
@@ -50,9 +62,10 @@ class VerifierTask:
         self.val_candidates = val_candidates
         self.pad_id = pad_id
         self.options = options
+        self.grouped = options.rank_weight > 0
 
     def counts(self, indices: Sequence[int]) -> dict[str, float]:
-        """Rows, solution tokens (value targets) and LM targets of these examples."""
+        """Rows, solution tokens (value targets), LM targets and ranked pairs of these examples."""
         return count_targets([self.examples[i] for i in indices])
 
     def loss(self, model: Any, batch: dict[str, Any], totals: dict[str, float]) -> Any:
@@ -68,11 +81,15 @@ class VerifierTask:
             mask = batch["solution_mask"]
             labels = batch["labels"][:, None].expand_as(values)[mask]
             value = f.mse_loss(values[mask].sigmoid(), labels, reduction="sum")
-            loss = value / max(totals["value"], 1.0)
+            loss = self.options.value_weight * value / max(totals["value"], 1.0)
         else:
             last = values.gather(1, batch["last"][:, None]).squeeze(1)
             value = f.binary_cross_entropy_with_logits(last, batch["labels"], reduction="sum")
-            loss = value / max(totals["rows"], 1.0)
+            loss = self.options.value_weight * value / max(totals["rows"], 1.0)
+        if self.options.rank_weight > 0 and totals.get("pairs", 0.0) > 0:
+            last = values.gather(1, batch["last"][:, None]).squeeze(1)
+            rank = ranking_loss(last, batch["labels"], batch["groups"])
+            loss = loss + self.options.rank_weight * rank / totals["pairs"]
         if with_lm and logits is not None and logits.shape[0] > 0:
             lm = f.cross_entropy(logits.float(), targets, reduction="sum")
             loss = loss + self.options.lm_weight * lm / max(totals["lm"], 1.0)
@@ -104,7 +121,12 @@ class VerifierTask:
         device = next(model.parameters()).device
         loss = 0.0
         lengths = [len(e.ids) for e in self.val]
-        for batch in plan_batches(lengths, 8192, seed=0, shuffle=False):
+        if self.grouped:
+            groups = [e.group for e in self.val]
+            batches = plan_group_batches(lengths, groups, 8192, seed=0)
+        else:
+            batches = plan_batches(lengths, 8192, seed=0, shuffle=False)
+        for batch in batches:
             tensors = collate([self.val[i] for i in batch], self.pad_id)
             loss += float(self.loss(model, {k: v.to(device) for k, v in tensors.items()}, totals))
         metrics = verifier_metrics(self.scores(model, self.val), self.val_candidates)
@@ -112,12 +134,28 @@ class VerifierTask:
 
 
 def count_targets(rows: Sequence[Example]) -> dict[str, float]:
-    """Per loss term, its elements in these rows: rows, solution tokens, LM targets."""
+    """Per loss term, its elements in these rows: rows, solution tokens, LM targets, pairs."""
+    right: dict[int, int] = {}
+    wrong: dict[int, int] = {}
+    for e in rows:
+        tally = right if e.label >= 0.5 else wrong
+        tally[e.group] = tally.get(e.group, 0) + 1
     return {
         "rows": float(len(rows)),
         "value": float(sum(e.n_solution for e in rows)),
         "lm": float(sum(len(e.ids) - max(e.start, 1) for e in rows)),
+        "pairs": float(sum(n * wrong.get(g, 0) for g, n in right.items())),
     }
+
+
+def ranking_loss(scores: Any, labels: Any, groups: Any) -> Any:
+    """Sum over (right, wrong) pairs of one group of softplus(score(wrong) - score(right))."""
+    import torch.nn.functional as f
+
+    right = labels >= 0.5
+    pairs = (groups[:, None] == groups[None, :]) & right[:, None] & ~right[None, :]
+    margins = scores[None, :] - scores[:, None]  # [i, j]: score(j) - score(i)
+    return f.softplus(margins[pairs]).sum()
 
 
 def _tokenise(
