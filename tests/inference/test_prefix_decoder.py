@@ -157,7 +157,7 @@ def test_default_model_steps_match_transformers(tmp_path: Path) -> None:
 
 
 def test_int8_graph_matches_the_int8_decoder(tmp_path: Path) -> None:
-    """Quantised the same way (MLP down-projections kept fp32), the two int8 graphs agree."""
+    """Quantised the same way (down-projections and head blockwise), the two int8 graphs agree."""
     onnx = pytest.importorskip("onnx")
     from verisolve.modelstore.export import export_generator
     from verisolve.modelstore.prefix_export import add_prefix_decoder
@@ -170,7 +170,7 @@ def test_int8_graph_matches_the_int8_decoder(tmp_path: Path) -> None:
     nodes = onnx.load(str(out / "decoder_prefix.onnx")).graph.node
     assert "MatMulInteger" in {node.op_type for node in nodes}
     down = [node.op_type for node in nodes if "/mlp/down_proj/" in node.name]
-    assert down == ["MatMul", "MatMul"]
+    assert down == ["MatMulNBits", "MatMulNBits"]
     standard, shared = backends(out)
     prompt = list(range(5, 40))
     _, a = standard.prefill(prompt)

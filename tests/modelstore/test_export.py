@@ -78,11 +78,15 @@ def test_int8_export_is_quantised_and_still_generates(hf_dir: Path, exported: Pa
     assert sorted(p.name for p in out.glob("*.onnx")) == [*GRAPH_FILES, "model.onnx"]
     nodes = onnx.load(str(out / "model.onnx")).graph.node
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in nodes}
-    # The MLP down-projections stay fp32 (their inputs' outliers wreck per-tensor int8).
+    # The MLP down-projections and the head are blockwise (their inputs' outliers wreck
+    # per-tensor int8), in every graph alike.
     down = [node.op_type for node in nodes if "/mlp/down_proj/" in node.name]
-    assert down == ["MatMul", "MatMul"]
+    assert down == ["MatMulNBits", "MatMulNBits"]
     cascade = onnx.load(str(out / "decoder_cascade.onnx")).graph.node
-    assert [n.op_type for n in cascade if "/mlp/down_proj/" in n.name] == ["MatMul", "MatMul"]
+    assert [n.op_type for n in cascade if "/mlp/down_proj/" in n.name] == down
+    for graph in (nodes, cascade):
+        head = [n.op_type for n in graph if n.name.startswith("/lm_head/")]
+        assert [op for op in head if op.startswith("MatMul")] == ["MatMulNBits"]
     assert "MatMulInteger" in {n.op_type for n in cascade}
     assert (out / "model.onnx").stat().st_size < (exported / "model.onnx").stat().st_size
     gen = Generator.load(out)

@@ -108,5 +108,5 @@ def add_cascade_decoder(hf_dir: Path, model_dir: Path, *, int8: bool = False) ->
     path = export_cascade_decoder(hf_dir, model_dir / CASCADE_DECODER_FILE)
     if int8:
         # Quantised as the decoder and prefix graphs are, so that all three agree.
-        quantize_graph(path, config)
+        quantize_graph(path)
     return CASCADE_DECODER_FILE

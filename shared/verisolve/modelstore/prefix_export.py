@@ -120,14 +120,13 @@ def add_prefix_decoder(hf_dir: Path, model_dir: Path, *, int8: bool = False) -> 
         return None
     path = export_prefix_decoder(hf_dir, model_dir / PREFIX_DECODER_FILE)
     if int8:
-        quantize_graph(path, config)
+        quantize_graph(path)
     return PREFIX_DECODER_FILE
 
 
-def quantize_graph(path: Path, config: dict[str, Any]) -> None:
-    """Quantise one of our decode graphs in place, as the decoder is (tied heads made MatMul)."""
-    if config.get("tie_word_embeddings", False):
-        transpose_head(path)
+def quantize_graph(path: Path) -> None:
+    """Quantise one of our decode graphs in place, as the decoder is (the head made MatMul)."""
+    transpose_head(path)
     quantized = path.with_suffix(".int8.onnx")
     quantize_int8(path, quantized)
     quantized.replace(path)
@@ -136,11 +135,11 @@ def quantize_graph(path: Path, config: dict[str, Any]) -> None:
 def transpose_head(path: Path) -> None:
     """Rewrite the head `Gemm(x, W, 0, transB=1)` as `MatMul(x, Transpose(W))`, in place.
 
-    That is how optimum's graph reads a head tied to the embedding, and it is why int8
-    quantisation leaves that head fp32 there (its right side is no weight); the prefix graph must
-    be quantised the same way for the two graphs to agree. ONNX Runtime folds the transpose when
-    it loads the graph. The Gemm's bias is the zero that LinearHead adds (no supported
-    architecture has a head bias), so it is dropped.
+    That is how optimum's graph reads a head tied to the embedding, and a MatMul is what int8
+    quantisation gives blockwise weights (see `quantize_int8`, which folds the transpose into a
+    copy of the weight); our graphs must be quantised as the decoder is for them to agree. In
+    fp32, ONNX Runtime folds the transpose when it loads the graph. The Gemm's bias is the zero
+    that LinearHead adds (no supported architecture has a head bias), so it is dropped.
     """
     import onnx
     from onnx import helper

@@ -28,7 +28,7 @@ class PrefixLayer(nn.Module):
         self.input_layernorm = layer.input_layernorm
         self.self_attn = layer.self_attn
         self.post_attention_layernorm = layer.post_attention_layernorm
-        # int8 export keeps the modules named `/mlp/down_proj/` in fp32 (see quantize_int8).
+        # int8 export quantises the modules named `/mlp/down_proj/` blockwise (see quantize_int8).
         self.mlp = layer.mlp
         self.heads = heads
         self.kv_heads = kv_heads

@@ -40,6 +40,7 @@ class VerifierOptions:
             raise ValueError(
                 "--value-weight and --rank-weight are both 0: no loss would teach the verifier"
             )
+
     dropout: float = 0.0
     val_fraction: float = 0.1
     max_length: int | None = 1024
