@@ -11,9 +11,9 @@ token counts are the engines'; what differs is the forward pass (llama.cpp on th
 weights against ONNX Runtime on the exported graphs). The engine feeds llama.cpp token ids from
 the model's tokenizer, so the GGUF must share its vocabulary (checked when it is loaded).
 
-The rows of one batch are not bit-identical to a row decoded alone: with a unified cache,
-llama.cpp computes a step's rows together, and its kernels round differently for one row than
-for several (logits differ by a few tenths), so greedy rows may part after some tokens.
+Rows are not bit-identical to a row decoded alone: in one unified cache, a step of several rows
+gives logits a few tenths away from those of one row (measured on the default model; with a
+cache per sequence they match exactly), so greedy rows of one prompt may part after some tokens.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ VOCABULARY_PROBE = (
     "Question: Liam earns $12 an hour. How many dollars?\n"
     "Answer: He earned 12*5 = <<12*5=60>>60 dollars.\n#### 60\n\n"
 )
-# ggml's log levels: llama.cpp's own messages above WARN reach stderr, the rest are dropped.
+# ggml's log levels: llama.cpp's errors reach stderr, its other messages are dropped.
 _GGML_LOG_ERROR = 3
 _GGML_LOG_CONT = 5
 
@@ -202,14 +202,14 @@ class LlamaBackend:
         self._batch = lib.llama_batch_init(capacity, 0, 1)
         self.token = np.ctypeslib.as_array(self._batch.token, shape=(capacity,))
         self.pos = np.ctypeslib.as_array(self._batch.pos, shape=(capacity,))
-        self.logits = np.ctypeslib.as_array(self._batch.logits, shape=(capacity,))
+        self.wants_logits = np.ctypeslib.as_array(self._batch.logits, shape=(capacity,))
         np.ctypeslib.as_array(self._batch.n_seq_id, shape=(capacity,))[:] = 1
 
     def prefill(self, prompt_ids: Sequence[int]) -> tuple[NDArray[np.float32], LlamaDecoding]:
         """Clear the cache, decode the prompt into sequence 0: its last logits and a decoding."""
         if not prompt_ids:
             raise ValueError("an empty prompt")
-        self.lib.llama_memory_clear(self._memory, True)
+        self.lib.llama_memory_clear(self._memory, False)  # the cells, not their buffers
         for start in range(0, len(prompt_ids), PREFILL_CHUNK):
             chunk = prompt_ids[start : start + PREFILL_CHUNK]
             last = start + len(chunk) == len(prompt_ids)
@@ -232,8 +232,8 @@ class LlamaBackend:
         n = len(tokens)
         self.token[:n] = tokens
         self.pos[:n] = positions
-        self.logits[:outputs_from] = 0
-        self.logits[outputs_from:n] = 1
+        self.wants_logits[:outputs_from] = 0
+        self.wants_logits[outputs_from:n] = 1
         seq_id = self._batch.seq_id
         for i, seq in enumerate(seqs):
             seq_id[i][0] = seq
