@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from verisolve.benchmarks import job
 from verisolve.cli.app import app
+from verisolve.inference.engine import Generator
 from verisolve.modelstore.manifest import PromptSpec
 
 runner = CliRunner()
@@ -48,6 +52,60 @@ def test_bench_job_runs_both_engines_and_reports_ratios(tiny_model: Path) -> Non
     assert out["speedup_vs_per_problem"] == out["speedup_vs_per_problem_n3"]
     assert out["shared_prefix_tokens"] > 0
     assert out["rows_in_flight"] == 4
+    # The tiny model was not built from a GGUF file: llama.cpp cannot run it, installed or not.
+    assert out["llama_cpp"] in (job.LLAMA_CPP_MISSING, job.LLAMA_CPP_NO_GGUF)
+    assert "speedup_vs_llama_cpp" not in out
+
+
+class _FakeLlama:
+    """Stands in for llama.cpp's model: its generators are the tiny model's own engine."""
+
+    def __init__(self, gen: Generator) -> None:
+        self.gen = gen
+        self.tokenizer = gen.tokenizer
+        self.opened: list[tuple[int, int]] = []
+        self.closed = False
+
+    @contextmanager
+    def generator(self, rows: int, cells: int) -> Iterator[Generator]:
+        self.opened.append((rows, cells))
+        yield self.gen
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_bench_job_runs_llama_cpp_at_each_n_when_it_can(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fakes: list[_FakeLlama] = []
+
+    def open_llama_cpp(_setup: job.JobSetup, _manifest: object, gen: Generator) -> object:
+        fakes.append(_FakeLlama(gen))
+        return fakes[-1], "fake llama.cpp"
+
+    monkeypatch.setattr(job, "open_llama_cpp", open_llama_cpp)
+    args = ["bench", "job", "--model", str(tiny_model), "--problems", "2", "--samples", "3"]
+    args += ["--samples", "2", "--problems-file", str(SAMPLES), "--max-new-tokens", "5"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    runs = {(r["engine"], r["samples"]): r for r in out["runs"]}
+    for n in (3, 2):
+        assert runs[("llama.cpp", n)]["candidates"] == runs[("batched", n)]["candidates"] == 2 * n
+        assert out[f"speedup_vs_llama_cpp_n{n}"] > 0
+    assert out["speedup_vs_llama_cpp"] == out["speedup_vs_llama_cpp_n3"]
+    assert out["llama_cpp"] == "fake llama.cpp"
+    (fake,) = fakes
+    assert fake.closed
+    # One context per N, sized for every row's new tokens past the longest prompt.
+    assert [rows for rows, _ in fake.opened] == [3, 2]
+    assert all(cells > rows * 5 for rows, cells in fake.opened)
+
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert "llama.cpp" in table.stdout
+    assert "fake llama.cpp" in table.stdout
 
 
 def test_bench_job_table_and_a_bad_problem_file(tiny_model: Path, tmp_path: Path) -> None:

