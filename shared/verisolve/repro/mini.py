@@ -44,6 +44,9 @@ class Sizes:
     gen_lr: float = 2e-3
     ver_epochs: int = 1
     ver_lr: float = 3e-4
+    # The verifier's within-problem ranking loss (`train verifier --rank-weight`); 0 is the
+    # paper's value loss alone.
+    ver_rank_weight: float = 1.0
     # A model trained from scratch learns from many small steps, not from a few large ones.
     batch_tokens: int = 2048
     accumulation: int = 1
@@ -242,6 +245,7 @@ def _train_verifier(run: Run, name: str, data: Sequence[str]) -> None:
     run.verisolve(
         "train", "verifier", *data, "--base", GENERATOR, "--name", name,
         "--epochs", str(s.ver_epochs), "--learning-rate", str(s.ver_lr),
+        "--rank-weight", str(s.ver_rank_weight),
         "--seed", str(run.seed), "--max-length", str(s.shape.max_positions),
         "--batch-tokens", str(s.batch_tokens), "--accumulation", str(s.accumulation),
     )  # fmt: skip
