@@ -51,3 +51,28 @@ def test_smoke_run_goes_through_every_stage_and_resumes(tmp_path: Path) -> None:
     assert "train generator: 0s" in second.stdout
     again = json.loads((out / "result.json").read_text())
     assert again["accuracy"] == result["accuracy"]
+
+
+@pytest.mark.parametrize("unseen", [True, False])
+def test_the_verifiers_problems_are_new_to_the_generator_unless_smoke(
+    tmp_path: Path, unseen: bool
+) -> None:
+    from dataclasses import replace
+
+    from verisolve.repro.mini import SMOKE, Run, stage_data
+
+    sizes = replace(SMOKE, gen_problems=30, ver_problems=12, test_problems=5, ver_unseen=unseen)
+    stage_data(Run(tmp_path, sizes, say=lambda _: None))
+
+    def questions(name: str) -> list[str]:
+        lines = (tmp_path / name).read_text(encoding="utf-8").splitlines()
+        return [json.loads(line)["question"] for line in lines]
+
+    train, verifier = questions("train.jsonl"), questions("verifier-train.jsonl")
+    assert (len(train), len(verifier)) == (30, 12)
+    assert not set(train) & set(questions("test.jsonl"))
+    if unseen:
+        assert not set(train) & set(verifier)
+    else:
+        assert verifier == train[:12]
+    assert not (tmp_path / "train-pool.jsonl").exists()

@@ -57,6 +57,8 @@ class Sizes:
     scaling: tuple[float, ...] = (0.25, 0.5, 1.0)
     min_steps: int = 2
     max_steps: int = 4
+    # The verifier samples problems the generator was not fine-tuned on (see stage_data).
+    ver_unseen: bool = True
 
 
 MINI = Sizes(
@@ -81,6 +83,9 @@ SMOKE = Sizes(
     gen_epochs=1,
     max_new_tokens=48,
     scaling=(0.5, 1.0),
+    # A generator this small gets no new problem right, and a verifier needs both labels: the
+    # smoke run samples the generator's own training problems, which it gets right now and then.
+    ver_unseen=False,
 )
 
 
@@ -168,18 +173,19 @@ def stage_data(run: Run) -> None:
     generator's: sampled on problems it was fine-tuned on, the generator is right more often
     and wrong in other ways than on new problems, and the verifier would learn that
     distribution instead of the test set's. (The paper, with 7,473 problems in all, had to
-    reuse them; synthetic data need not.)
+    reuse them; synthetic data need not. `--smoke` does, see SMOKE.)
     """
     s = run.sizes
     common = ["--min-steps", str(s.min_steps), "--max-steps", str(s.max_steps)]
     pool = run.file("train-pool.jsonl")
     if not run.file("verifier-train.jsonl").is_file():
-        run.verisolve("data", "synth", "--n", str(s.gen_problems + s.ver_problems),
+        pooled = s.gen_problems + (s.ver_problems if s.ver_unseen else 0)
+        run.verisolve("data", "synth", "--n", str(pooled),
                       "--seed", str(run.seed), "-o", str(pool), *common)  # fmt: skip
         lines = pool.read_text(encoding="utf-8").splitlines()
         write_jsonl(run.file("train.jsonl"), (json.loads(x) for x in lines[: s.gen_problems]))
-        rows = (json.loads(x) for x in lines[s.gen_problems :])
-        write_jsonl(run.file("verifier-train.jsonl"), rows)
+        kept = lines[s.gen_problems :] if s.ver_unseen else lines[: s.ver_problems]
+        write_jsonl(run.file("verifier-train.jsonl"), (json.loads(x) for x in kept))
         pool.unlink()
     if not run.file("test.jsonl").is_file():
         run.verisolve("data", "synth", "--n", str(s.test_problems), "--seed", str(run.seed + 1),
