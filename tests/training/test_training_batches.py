@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from verisolve.training.batching import Example, plan_group_batches
+from verisolve.training.batching import Example, plan_batches
 from verisolve.training.verifier import count_targets, ranking_loss
 
 
@@ -24,7 +24,7 @@ def _groups(seed: int) -> tuple[list[int], list[int]]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_group_batches_hold_whole_groups_once_each(seed: int) -> None:
     lengths, groups = _groups(seed)
-    batches = plan_group_batches(lengths, groups, 2000, seed=seed)
+    batches = plan_batches(lengths, 2000, seed=seed, groups=groups)
     seen = sorted(i for batch in batches for i in batch)
     assert seen == list(range(len(lengths)))
     where = {}
@@ -34,8 +34,8 @@ def test_group_batches_hold_whole_groups_once_each(seed: int) -> None:
         padded = len(batch) * max(lengths[i] for i in batch)
         alone = len({groups[i] for i in batch}) == 1
         assert padded <= 2000 or alone  # only a group over the budget may exceed it
-    assert plan_group_batches(lengths, groups, 2000, seed=seed) == batches
-    assert plan_group_batches(lengths, groups, 2000, seed=seed + 10) != batches
+    assert plan_batches(lengths, 2000, seed=seed, groups=groups) == batches
+    assert plan_batches(lengths, 2000, seed=seed + 10, groups=groups) != batches
 
 
 def test_the_ranking_loss_sums_each_problems_pairs() -> None:

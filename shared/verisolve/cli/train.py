@@ -260,7 +260,7 @@ def verifier(
         checkpoint_every=checkpoint_every,
         precision=precision,
     )
-    with clear_errors():
+    with clear_errors(candidates):
         options = VerifierOptions(
             score_form=str(score_form),
             lm_weight=lm_weight,
@@ -271,7 +271,6 @@ def verifier(
             max_length=max_length,
             int8=int8,
         )
-    with clear_errors(candidates):
         dataset = _dataset(jobs, candidates)
         base_model = resolve_base(base or _default_base(jobs))
         manifest = train_verifier(

@@ -34,47 +34,26 @@ class Example:
 
 
 def plan_batches(
-    lengths: Sequence[int], batch_tokens: int, *, seed: int, shuffle: bool = True
+    lengths: Sequence[int],
+    batch_tokens: int,
+    *,
+    seed: int,
+    shuffle: bool = True,
+    groups: Sequence[int] | None = None,
 ) -> list[list[int]]:
-    """Indices in batches of similar length, each within `batch_tokens` padded tokens."""
-    order = list(range(len(lengths)))
-    rng = random.Random(seed)
-    if shuffle:
-        rng.shuffle(order)
-    mean = max(1, sum(lengths) // max(1, len(lengths)))
-    window = max(1, _WINDOW_BATCHES * max(1, batch_tokens // mean))
-    batches: list[list[int]] = []
-    for begin in range(0, len(order), window):
-        chunk = sorted(order[begin : begin + window], key=lambda i: (lengths[i], i))
-        batch: list[int] = []
-        for index in chunk:
-            # Sorted shortest first, so a batch's padded width is its newest member's length.
-            if batch and (len(batch) + 1) * lengths[index] > batch_tokens:
-                batches.append(batch)
-                batch = []
-            batch.append(index)
-        if batch:
-            batches.append(batch)
-    if shuffle:
-        rng.shuffle(batches)
-    return batches
+    """Indices in batches of similar length, each within `batch_tokens` padded tokens.
 
-
-def plan_group_batches(
-    lengths: Sequence[int], groups: Sequence[int], batch_tokens: int, *, seed: int
-) -> list[list[int]]:
-    """Indices in batches of whole groups (problems), each within `batch_tokens` where it can.
-
-    A loss that compares the rows of one problem needs them in one batch. Groups are shuffled,
-    sorted by their longest row within windows (as `plan_batches` sorts rows) and packed while
-    the batch's padded tokens stay within the budget; a group over the budget is a batch alone.
+    With `groups`, a group's rows (a problem's candidates) always share a batch, as a loss that
+    compares them needs: groups are packed whole, sorted by their longest row, and a group over
+    the budget is a batch alone. Without, each row is its own group.
     """
     members: dict[int, list[int]] = {}
-    for index, group in enumerate(groups):
+    for index, group in enumerate(range(len(lengths)) if groups is None else groups):
         members.setdefault(group, []).append(index)
     order = list(members)
     rng = random.Random(seed)
-    rng.shuffle(order)
+    if shuffle:
+        rng.shuffle(order)
     widest = {g: max(lengths[i] for i in members[g]) for g in order}
     mean_rows = max(1, len(lengths) // max(1, len(order)))
     mean_width = max(1, sum(widest.values()) // max(1, len(order)))
@@ -85,13 +64,15 @@ def plan_group_batches(
         batch: list[int] = []
         for group in chunk:
             rows = members[group]
+            # Sorted shortest first, so a batch's padded width is its newest group's widest row.
             if batch and (len(batch) + len(rows)) * widest[group] > batch_tokens:
                 batches.append(batch)
                 batch = []
             batch += rows
         if batch:
             batches.append(batch)
-    rng.shuffle(batches)
+    if shuffle:
+        rng.shuffle(batches)
     return batches
 
 

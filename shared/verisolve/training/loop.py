@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from verisolve.training.batching import Example, collate, plan_batches, plan_group_batches
+from verisolve.training.batching import Example, collate, plan_batches
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +92,11 @@ def resolve_precision(precision: str) -> str:
 def epoch_plans(task: Task, config: LoopConfig) -> list[list[list[list[int]]]]:
     """Per epoch, the optimizer steps; per step, its micro-batches of example indices."""
     lengths = [len(e.ids) for e in task.examples]
-    groups = [e.group for e in task.examples]
+    groups = [e.group for e in task.examples] if task.grouped else None
     plans = []
     for epoch in range(config.epochs):
         seed = config.seed * 7919 + epoch
-        if task.grouped:
-            batches = plan_group_batches(lengths, groups, config.batch_tokens, seed=seed)
-        else:
-            batches = plan_batches(lengths, config.batch_tokens, seed=seed)
+        batches = plan_batches(lengths, config.batch_tokens, seed=seed, groups=groups)
         size = config.accumulation
         plans.append([batches[i : i + size] for i in range(0, len(batches), size)])
     return plans

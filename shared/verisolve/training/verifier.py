@@ -14,7 +14,7 @@ from typing import Any
 
 from verisolve.modelstore.manifest import Manifest
 from verisolve.training.base import BaseModel
-from verisolve.training.batching import Example, collate, plan_batches, plan_group_batches
+from verisolve.training.batching import Example, collate, plan_batches
 from verisolve.training.data import Dataset, LabelledCandidate, check_labels, split_problems
 from verisolve.training.loop import LoopConfig, LoopRun, cleanup, train
 from verisolve.training.metrics import verifier_metrics
@@ -122,12 +122,8 @@ class VerifierTask:
         device = next(model.parameters()).device
         loss = 0.0
         lengths = [len(e.ids) for e in self.val]
-        if self.grouped:
-            groups = [e.group for e in self.val]
-            batches = plan_group_batches(lengths, groups, 8192, seed=0)
-        else:
-            batches = plan_batches(lengths, 8192, seed=0, shuffle=False)
-        for batch in batches:
+        groups = [e.group for e in self.val] if self.grouped else None
+        for batch in plan_batches(lengths, 8192, seed=0, shuffle=False, groups=groups):
             tensors = collate([self.val[i] for i in batch], self.pad_id)
             loss += float(self.loss(model, {k: v.to(device) for k, v in tensors.items()}, totals))
         metrics = verifier_metrics(self.scores(model, self.val), self.val_candidates)
