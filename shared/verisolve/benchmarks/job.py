@@ -63,6 +63,11 @@ class JobSetup:
     # Each run in a fresh process that loads only its engine (False: all in this process).
     isolate: bool = True
 
+    @property
+    def rows_in_flight(self) -> int:
+        """The batch engine's rows in flight: `rows`, else the setting."""
+        return self.rows or get_settings().rows_in_flight
+
     def params(self, n: int) -> SamplingParams:
         """Sampling parameters at N = n."""
         return SamplingParams(
@@ -253,8 +258,9 @@ def run_here(engine: str, setup: JobSetup, n: int) -> JobRun:
     manifest = Manifest.load(setup.model_dir)
     spec = _prompt(setup, manifest)
     if engine == BATCHED:
-        rows = setup.rows or get_settings().rows_in_flight
-        batch = load_batch_generator(setup.model_dir, threads=setup.threads, max_rows=rows)
+        batch = load_batch_generator(
+            setup.model_dir, threads=setup.threads, max_rows=setup.rows_in_flight
+        )
         if batch is None:
             raise ValueError(f"{setup.model_dir} has no cascade graph: rebuild it")
         batch.shared_ids = shared_prefix_ids(batch.tokenizer, spec)
@@ -306,7 +312,7 @@ def _summary(
         "max_new_tokens": setup.max_new_tokens,
         "shots": setup.shots if setup.shots is not None else len(manifest.prompt.exemplars),
         "shared_prefix_tokens": shared_tokens,
-        "rows_in_flight": setup.rows or get_settings().rows_in_flight,
+        "rows_in_flight": setup.rows_in_flight,
         "isolated": setup.isolate,
         "temperature": setup.temperature,
         "llama_cpp": llama_status,
