@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from verisolve.inference.batching import BatchGenerator, BatchItem, load_batch_generator
-from verisolve.inference.cascade_decoder import CascadeDecoder
+from verisolve.inference.cascade_decoder import CascadeDecoder, OutdatedCascadeGraphError
 from verisolve.inference.engine import Generator
 from verisolve.inference.onnx_decoder import OnnxDecoder
 from verisolve.inference.prompt_split import shared_prefix_ids
@@ -20,6 +20,8 @@ from verisolve.modelstore.prefix_export import SUPPORTED_ARCHITECTURES
 
 # fp32 on both sides: the graphs differ only in the order of additions.
 ATOL = 1e-4
+# float16 keys and values: a relative rounding of 2**-11 on each.
+HALF_ATOL = 1e-3
 PROMPT = PromptSpec(
     exemplars=[
         {
@@ -57,11 +59,33 @@ def model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return out
 
 
-def test_logits_match_rows_of_many_problems(model_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def half_cache_graph(model_dir: Path) -> Path:
+    """The same model's cascade graph with float16 own caches."""
+    from verisolve.modelstore.cascade_export import export_cascade_decoder
+
+    out = model_dir.parent / "cascade-float16.onnx"
+    return export_cascade_decoder(model_dir.parent / "hf", out, cache_dtype="float16")
+
+
+@pytest.mark.parametrize(
+    ("caches", "prefix_chunk"), [("float32", 128), ("float32", 5), ("float16", 7)]
+)
+def test_logits_match_rows_of_many_problems(
+    model_dir: Path,
+    half_cache_graph: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caches: str,
+    prefix_chunk: int,
+) -> None:
+    # The shared prefix (23 tokens) is fed in one piece or in chunks that attend to the ones
+    # before; float16 caches round keys and values, so their logits are only close.
+    monkeypatch.setattr("verisolve.inference.cascade_decoder.PREFIX_CHUNK", prefix_chunk)
     standard = OnnxDecoder.load(model_dir / "model.onnx", threads=1)
-    cascade = CascadeDecoder.load(
-        model_dir / "model.onnx", model_dir / "decoder_cascade.onnx", threads=1
-    )
+    graph = model_dir / "decoder_cascade.onnx" if caches == "float32" else half_cache_graph
+    cascade = CascadeDecoder.load(graph, threads=1)
+    assert cascade.own_dtype == np.dtype(caches)
+    tolerance = ATOL if caches == "float32" else HALF_ATOL
     rng = np.random.default_rng(0)
     shared = rng.integers(0, 500, 23).tolist()
     batch = cascade.open(shared)
@@ -72,7 +96,7 @@ def test_logits_match_rows_of_many_problems(model_dir: Path) -> None:
             question = rng.integers(0, 500, 4 + 3 * step).tolist()
             first, cache = batch.prefill(question)
             expected, _ = standard.prefill(shared + question)
-            np.testing.assert_allclose(first, expected, atol=ATOL, rtol=0)
+            np.testing.assert_allclose(first, expected, atol=tolerance, rtol=0)
             count = 2 + step % 3
             batch.admit(cache, count)
             histories += [shared + question for _ in range(count)]
@@ -82,7 +106,8 @@ def test_logits_match_rows_of_many_problems(model_dir: Path) -> None:
         for row, token in zip(histories, pending.tolist(), strict=True):
             row.append(token)
         for i, row in enumerate(histories):
-            np.testing.assert_allclose(logits[i], standard.prefill(row)[0], atol=ATOL, rtol=0)
+            np.testing.assert_allclose(logits[i], standard.prefill(row)[0], atol=tolerance, rtol=0)
+        assert all(buffer.dtype == cascade.own_dtype for buffer in batch.own)
         if step in (2, 8):  # rows finish and leave, as the engine's compaction orders them
             kept = np.array([len(histories) - 1, *range(1, len(histories) - 2)])
             batch.keep(kept)
@@ -161,3 +186,47 @@ def test_a_model_without_the_cascade_graph_gets_no_batch_engine(
     (old / "manifest.json").unlink()
     (old / "manifest.json").write_text(json.dumps(manifest))
     assert load_batch_generator(old) is None
+
+
+def one_token_graph(path: Path) -> Path:
+    """A graph with the cascade graph's inputs as it had them before prefills: T fixed at 1."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    def tensor(name: str, elem: int, shape: list[object]) -> object:
+        return helper.make_tensor_value_info(name, elem, shape)
+
+    caches = {"prefix": [1, 2, "prompt", 8], "own": ["rows", 2, "own", 8]}
+    inputs = [
+        tensor("input_ids", TensorProto.INT64, ["rows", 1]),
+        tensor("position_ids", TensorProto.INT64, ["rows", 1]),
+        tensor("own_bias", TensorProto.FLOAT, ["rows", "own"]),
+        *(
+            tensor(f"{kind}_{part}.0", TensorProto.FLOAT, shape)
+            for kind, shape in caches.items()
+            for part in ("key", "value")
+        ),
+    ]
+    outputs = ["logits", "new_key.0", "new_value.0"]
+    nodes = [helper.make_node("Identity", ["own_bias"], [name]) for name in outputs]
+    graph = helper.make_graph(
+        nodes, "old", inputs, [tensor(n, TensorProto.FLOAT, None) for n in outputs]
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_cascade_graph_of_one_token_per_row_gets_no_batch_engine(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    for path in model_dir.iterdir():
+        if path.name != "decoder_cascade.onnx":
+            (old / path.name).symlink_to(path)
+    graph = one_token_graph(old / "decoder_cascade.onnx")
+    with pytest.raises(OutdatedCascadeGraphError, match="re-export"):
+        CascadeDecoder.load(graph, threads=1)
+    # The per-problem engine serves such a model, and the log says why.
+    assert load_batch_generator(old) is None
+    assert "no continuous batching" in caplog.text

@@ -88,6 +88,12 @@ def test_int8_export_is_quantised_and_still_generates(hf_dir: Path, exported: Pa
         head = [n.op_type for n in graph if n.name.startswith("/lm_head/")]
         assert [op for op in head if op.startswith("MatMul")] == ["MatMulNBits"]
     assert "MatMulInteger" in {n.op_type for n in cascade}
+    # The int8 build's cascade graph holds the rows' own caches in float16, the fp32 build's
+    # in float32; the shared prefix stays in the model's dtype.
+    for build, own in ((out, onnx.TensorProto.FLOAT16), (exported, onnx.TensorProto.FLOAT)):
+        inputs = onnx.load(str(build / "decoder_cascade.onnx"), load_external_data=False).graph
+        types = {i.name: i.type.tensor_type.elem_type for i in inputs.input}
+        assert (types["own_key.0"], types["prefix_key.0"]) == (own, onnx.TensorProto.FLOAT)
     assert (out / "model.onnx").stat().st_size < (exported / "model.onnx").stat().st_size
     gen = Generator.load(out)
     params = SamplingParams(n=3, temperature=0.0, max_new_tokens=12, stop=False)

@@ -14,6 +14,7 @@ rows share the batch or when they finish.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from verisolve.inference.tokenizer import TextTokenizer
 from verisolve.modelstore.manifest import Manifest
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,19 +347,20 @@ def load_batch_generator(
     max_rows: int = 64,
     kv_budget_bytes: int = 4 << 30,
 ) -> BatchGenerator | None:
-    """The continuous-batching engine of a model directory; None when it has no cascade graph."""
-    from verisolve.inference.cascade_decoder import CascadeDecoder
+    """The continuous-batching engine of a model directory; None without a current cascade graph."""
+    from verisolve.inference.cascade_decoder import CascadeDecoder, OutdatedCascadeGraphError
     from verisolve.inference.prompt_split import shared_prefix_ids
     from verisolve.modelstore.cascade_export import CASCADE_ROLE
 
     manifest = Manifest.load(model_dir)
     cascade_file = manifest.graphs.get(CASCADE_ROLE)
-    decoder_file = manifest.graphs.get("decoder")
-    if manifest.kind != "generator" or cascade_file is None or decoder_file is None:
+    if manifest.kind != "generator" or cascade_file is None:
         return None
-    backend = CascadeDecoder.load(
-        model_dir / decoder_file, model_dir / cascade_file, provider, threads=threads
-    )
+    try:
+        backend = CascadeDecoder.load(model_dir / cascade_file, provider, threads=threads)
+    except OutdatedCascadeGraphError as exc:
+        logger.warning("%s: no continuous batching: %s", model_dir, exc)
+        return None
     tokenizer = TextTokenizer.from_file(model_dir / manifest.tokenizer)
     return BatchGenerator(
         backend,

@@ -1,11 +1,12 @@
 """The batch backend over the cascade graph (see modelstore/cascade_export.py).
 
-The few-shot exemplars are prefilled once per backend (so once per worker and model) with
-optimum's graph; their cache, at batch 1, is the prefix every row of every problem attends to. A
-problem's prefill covers only its question, with the exemplars as past. Each row's own cache (its
-question, then its generated tokens) sits in a growing numpy buffer [rows, kv_heads, length,
-head_dim] per layer, padded to the longest row and masked; buffers grow in rows and in length as
-rows are admitted and decode, and are never sized for max_new_tokens up front.
+One graph does everything: the few-shot exemplars are fed through it once per backend (so once
+per worker and model) and their cache, at batch 1, is the prefix every row of every problem
+attends to; a problem's prefill feeds only its question, with the exemplars as prefix; a step
+feeds one token per row. Each row's own cache (its question, then its generated tokens) sits in
+a growing numpy buffer [rows, kv_heads, length, head_dim] per layer, in the graph's cache dtype
+(float16 in int8 builds), padded to the longest row and masked; buffers grow in rows and in
+length as rows are admitted and decode, and are never sized for max_new_tokens up front.
 """
 
 from __future__ import annotations
@@ -20,14 +21,20 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from verisolve.inference.onnx_decoder import CacheLayout, last_logits
-from verisolve.inference.prefix_decoder import _prefix_name
 from verisolve.inference.providers import create_session
 
 # Own-cache buffers grow in steps of this many positions, so that a grown buffer lasts a while
 # and the padding a step attends to stays short.
 LENGTH_CHUNK = 32
 MIN_ROWS = 8
+# The shared prefix is fed this many tokens at a time, each chunk attending to the ones before
+# as its prefix: a long few-shot prompt's attention scores never need more memory than this.
+PREFIX_CHUNK = 128
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class OutdatedCascadeGraphError(ValueError):
+    """A cascade graph exported before it took more than one token per row (re-export it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,69 +46,84 @@ class QuestionCache:
 
 
 class CascadeDecoder:
-    """A BatchBackend: optimum's graph for prefills, the cascade graph for batch steps."""
+    """A BatchBackend over the cascade graph: the shared prefix, prefills and batch steps."""
 
-    def __init__(self, prefill: ort.InferenceSession, step: ort.InferenceSession) -> None:
-        self.prefill_session = prefill
-        self.step_session = step
-        self.layout = CacheLayout.of(prefill)
-        prefix = [_prefix_name(n) for n in self.layout.present_names]
-        self.prefix_names = prefix
-        self.own_names = [n.replace("prefix_", "own_") for n in prefix]
-        self.new_names = [n.replace("prefix_", "new_") for n in prefix]
-        inputs = {i.name for i in step.get_inputs()}
-        expected = {"input_ids", "position_ids", "own_bias", *prefix, *self.own_names}
-        if inputs != expected:
-            differ = sorted(inputs ^ expected)[:4]
-            raise ValueError(f"the cascade graph does not match the decoder graph: {differ}")
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        inputs = {i.name: i for i in session.get_inputs()}
+        layers = sum(1 for name in inputs if name.startswith("own_key."))
+        names = [f"{kind}.{i}" for i in range(layers) for kind in ("key", "value")]
+        self.prefix_names = [f"prefix_{n}" for n in names]
+        self.own_names = [f"own_{n}" for n in names]
+        self.new_names = [f"new_{n}" for n in names]
+        expected = {"input_ids", "position_ids", "own_bias", *self.prefix_names, *self.own_names}
+        if not layers or set(inputs) != expected:
+            differ = sorted(set(inputs) ^ expected)[:4]
+            raise ValueError(f"not a cascade decode graph: {differ or 'no own caches'}")
+        if inputs["input_ids"].shape[1] == 1:
+            raise OutdatedCascadeGraphError(
+                "the cascade graph takes one token per row: it predates prefills through it; "
+                "re-export the model (verisolve models install-default, for the default one)"
+            )
+        own, prefix = inputs[self.own_names[0]], inputs[self.prefix_names[0]]
+        self.kv_heads, self.head_dim = int(own.shape[1]), int(own.shape[3])
+        self.own_dtype = np.dtype(_DTYPES[own.type])
+        self.prefix_dtype = np.dtype(_DTYPES[prefix.type])
         self._shared: dict[tuple[int, ...], list[NDArray[Any]]] = {}
 
     @classmethod
     def load(
-        cls,
-        decoder_path: Path,
-        cascade_path: Path,
-        provider: str = "cpu",
-        *,
-        threads: int | None = None,
+        cls, cascade_path: Path, provider: str = "cpu", *, threads: int | None = None
     ) -> CascadeDecoder:
-        """Open both graphs; threads default to the cores this process may use."""
+        """Open the graph; threads default to the cores this process may use.
+
+        Without ONNX Runtime's CPU arena: a step's tensors change size with the rows and the
+        longest row every step, and the arena kept the largest of each (measured on a job of 16
+        problems at N = 16: peak 1014 MB without it, 1076 MB with, the same speed within 2%).
+        The per-problem engine keeps it (without: 2.4x its peak and slower).
+        """
         threads = threads or len(os.sched_getaffinity(0))
-        return cls(
-            create_session(decoder_path, provider, threads=threads),
-            create_session(cascade_path, provider, threads=threads),
-        )
+        return cls(create_session(cascade_path, provider, threads=threads, arena=False))
 
     @property
     def kv_bytes_per_token(self) -> int:
         """Bytes of cache one token of one row holds, over every layer."""
-        empty = self.layout.empty_past()
-        per_layer = self.layout.kv_heads * self.layout.head_dim * empty.dtype.itemsize
-        return per_layer * len(self.layout.present_names)
+        return self.kv_heads * self.head_dim * self.own_dtype.itemsize * len(self.own_names)
+
+    def empty(self, dtype: np.dtype[Any], rows: int = 1) -> NDArray[Any]:
+        """A zero-length cache of `rows` rows for one layer."""
+        return np.zeros((rows, self.kv_heads, 0, self.head_dim), dtype=dtype)
 
     def shared_prefix(self, ids: Sequence[int]) -> list[NDArray[Any]]:
         """The cache of the shared tokens, computed on first use and then reused."""
         key = tuple(ids)
         cached = self._shared.get(key)
         if cached is None:
-            empty = [self.layout.empty_past()] * len(self.layout.past_names)
-            cached = empty if not key else self._run_prefill(list(key), empty, 0)[1]
+            cached = [self.empty(self.prefix_dtype)] * len(self.prefix_names)
+            for start in range(0, len(key), PREFIX_CHUNK):
+                _, fed = self.feed(list(key[start : start + PREFIX_CHUNK]), cached, start)
+                cached = [
+                    np.concatenate([past, new.astype(self.prefix_dtype)], axis=2)
+                    for past, new in zip(cached, fed, strict=True)
+                ]
             self._shared[key] = cached
         return cached
 
-    def _run_prefill(
-        self, ids: list[int], past: list[NDArray[Any]], past_len: int
+    def feed(
+        self, ids: list[int], prefix: list[NDArray[Any]], position: int
     ) -> tuple[NDArray[np.float32], list[NDArray[Any]]]:
+        """Feed one row of tokens after `prefix` (nothing of its own yet): the last logits
+        [vocab] and the fed tokens' caches [1, kvh, len(ids), dim]."""
         width = len(ids)
         feeds: dict[str, NDArray[Any]] = {
             "input_ids": np.asarray([ids], dtype=np.int64),
-            "attention_mask": np.ones((1, past_len + width), dtype=np.int64),
+            "position_ids": np.arange(position, position + width, dtype=np.int64)[None],
+            "own_bias": np.zeros((1, 0), dtype=np.float32),
         }
-        if self.layout.has_position_ids:
-            feeds["position_ids"] = np.arange(past_len, past_len + width, dtype=np.int64)[None]
-        feeds.update(zip(self.layout.past_names, past, strict=True))
-        logits, *present = self.prefill_session.run(["logits", *self.layout.present_names], feeds)
-        return last_logits(logits)[0], present
+        feeds.update(zip(self.prefix_names, prefix, strict=True))
+        feeds.update((n, self.empty(self.own_dtype)) for n in self.own_names)
+        logits, *fed = self.session.run(["logits", *self.new_names], feeds)
+        return np.ascontiguousarray(logits[0], dtype=np.float32), fed
 
     def open(self, shared_ids: Sequence[int]) -> CascadeBatch:
         """An empty batch whose rows attend to the cache of `shared_ids`."""
@@ -119,17 +141,15 @@ class CascadeBatch:
         self.prefix_len = prefix_len
         self.rows = 0
         self.lengths = np.zeros(0, dtype=np.int64)
-        empty = decoder.layout.empty_past()
-        self.own = [np.zeros((0, *empty.shape[1:]), empty.dtype) for _ in decoder.own_names]
+        self.own = [decoder.empty(decoder.own_dtype, 0) for _ in decoder.own_names]
 
     def prefill(self, question_ids: Sequence[int]) -> tuple[NDArray[np.float32], QuestionCache]:
         """Run a question after the shared prefix: its last logits and its cache."""
         if not question_ids:
             raise ValueError("empty question: the prompt adds nothing after the shared prefix")
-        past = list(self.prefix.values())
-        logits, present = self.decoder._run_prefill(list(question_ids), past, self.prefix_len)
-        arrays = tuple(np.ascontiguousarray(p[:, :, self.prefix_len :]) for p in present)
-        return logits, QuestionCache(arrays, len(question_ids))
+        prefix = list(self.prefix.values())
+        logits, fed = self.decoder.feed(list(question_ids), prefix, self.prefix_len)
+        return logits, QuestionCache(tuple(fed), len(question_ids))
 
     def admit(self, prompt: object, count: int) -> None:
         """Append `count` rows that continue the prompt's question (no token fed yet)."""
@@ -158,7 +178,7 @@ class CascadeBatch:
             **self.prefix,
         }
         feeds.update((n, b[:rows]) for n, b in zip(self.decoder.own_names, self.own, strict=True))
-        logits, *new = self.decoder.step_session.run(["logits", *self.decoder.new_names], feeds)
+        logits, *new = self.decoder.session.run(["logits", *self.decoder.new_names], feeds)
         at = np.arange(rows)
         for buffer, value in zip(self.own, new, strict=True):
             buffer[at, :, lengths, :] = value[:, :, 0, :]

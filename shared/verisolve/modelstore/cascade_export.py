@@ -1,12 +1,15 @@
 """Export the cascade decode graph (continuous batching across problems) of a Llama-family model.
 
-Inputs: `input_ids` and `position_ids` [rows, 1]; `own_bias` [rows, S] float32 (0 on a row's
-cache, -inf on the padding past it); `prefix_key.{i}` / `prefix_value.{i}` [1, kv_heads, P,
-head_dim], the few-shot exemplars shared by every row; `own_key.{i}` / `own_value.{i}` [rows,
-kv_heads, S, head_dim], each row's question and generated tokens, padded to the longest row.
-Outputs: `logits` [rows, vocab] and `new_key.{i}` / `new_value.{i}` [rows, kv_heads, 1, head_dim],
-the fed token's cache, which the caller writes at the end of the row's own cache. See
-`cascade_graph.py`. The prefill keeps using optimum's graph.
+Inputs: `input_ids` and `position_ids` [rows, T] (T = 1 for a decode step, a question's length
+for its prefill); `own_bias` [rows, S] float32 (0 on a row's cache, -inf on the padding past
+it); `prefix_key.{i}` / `prefix_value.{i}` [1, kv_heads, P, head_dim], the few-shot exemplars
+shared by every row, in the model's dtype; `own_key.{i}` / `own_value.{i}` [rows, kv_heads, S,
+head_dim], each row's question and generated tokens, padded to the longest row, in the cache
+dtype (float32, or float16 for half the memory and the bytes a step reads). Outputs: `logits`
+[rows, vocab] of the last fed token and `new_key.{i}` / `new_value.{i}` [rows, kv_heads, T,
+head_dim] in the cache dtype, the fed tokens' cache, which the caller writes at the end of the
+row's own cache. See `cascade_graph.py`. This one graph serves the batch engine: the shared
+prefix, each question and every step.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from verisolve.modelstore.prefix_export import OPSET, quantize_graph, unsupporte
 CASCADE_DECODER_FILE = "decoder_cascade.onnx"
 # The manifest's graph role of this file.
 CASCADE_ROLE = "decoder_cascade"
+CACHE_DTYPES = ("float32", "float16")
 
 
 def cascade_input_names(layers: int) -> list[str]:
@@ -39,39 +43,48 @@ def cascade_output_names(layers: int) -> list[str]:
     return names
 
 
-def _example_inputs(model: Any) -> tuple[Any, ...]:
-    """Inputs of distinct sizes for tracing: rows = 2, P = 3, S = 4."""
+def _example_inputs(model: Any, cache_dtype: str) -> tuple[Any, ...]:
+    """Inputs of distinct sizes for tracing (rows 2, P 3, S 4, T 5), own caches in cache_dtype."""
     import torch
 
     config = model.config
     layers, kvh = int(config.num_hidden_layers), int(config.num_key_value_heads)
     dim = int(model.model.layers[0].self_attn.head_dim)
-    rows, prompt, own = 2, 3, 4
+    rows, prompt, own, fed = 2, 3, 4, 5
     dtype = model.lm_head.weight.dtype
-    ids = torch.zeros((rows, 1), dtype=torch.int64)
-    positions = torch.full((rows, 1), prompt + own, dtype=torch.int64)
+    ids = torch.zeros((rows, fed), dtype=torch.int64)
+    positions = (torch.arange(fed, dtype=torch.int64) + prompt + own).expand(rows, fed)
     bias = torch.zeros((rows, own), dtype=torch.float32)
     prefix = [torch.randn(1, kvh, prompt, dim, dtype=dtype) for _ in range(2 * layers)]
-    owned = [torch.randn(rows, kvh, own, dim, dtype=dtype) for _ in range(2 * layers)]
+    cached = getattr(torch, cache_dtype)
+    owned = [torch.randn(rows, kvh, own, dim).to(cached) for _ in range(2 * layers)]
     return (ids, positions, bias, *prefix, *owned)
 
 
 def _dynamic_axes(inputs: list[str], outputs: list[str]) -> dict[str, dict[int, str]]:
     axes: dict[str, dict[int, str]] = {
-        "input_ids": {0: "rows"},
-        "position_ids": {0: "rows"},
+        "input_ids": {0: "rows", 1: "fed"},
+        "position_ids": {0: "rows", 1: "fed"},
         "own_bias": {0: "rows", 1: "own"},
         "logits": {0: "rows"},
     }
     for name in inputs[3:]:
         axes[name] = {2: "prompt"} if name.startswith("prefix_") else {0: "rows", 2: "own"}
     for name in outputs[1:]:
-        axes[name] = {0: "rows"}
+        axes[name] = {0: "rows", 2: "fed"}
     return axes
 
 
-def export_cascade_decoder(hf_dir: Path, out_path: Path, *, opset: int = OPSET) -> Path:
-    """Export the cascade decode graph of a supported causal LM to `out_path`."""
+def export_cascade_decoder(
+    hf_dir: Path, out_path: Path, *, opset: int = OPSET, cache_dtype: str = "float32"
+) -> Path:
+    """Export the cascade decode graph of a supported causal LM to `out_path`.
+
+    `cache_dtype` ("float32" or "float16") is the dtype of the own caches the graph takes and
+    returns; the graph computes in the model's dtype either way.
+    """
+    if cache_dtype not in CACHE_DTYPES:
+        raise ExportError(f"cache dtype {cache_dtype!r}: expected one of {CACHE_DTYPES}")
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -89,7 +102,7 @@ def export_cascade_decoder(hf_dir: Path, out_path: Path, *, opset: int = OPSET) 
     with torch.no_grad():
         torch.onnx.export(
             step,
-            _example_inputs(model),
+            _example_inputs(model, cache_dtype),
             str(out_path),
             input_names=inputs,
             output_names=outputs,
@@ -100,12 +113,20 @@ def export_cascade_decoder(hf_dir: Path, out_path: Path, *, opset: int = OPSET) 
     return out_path
 
 
-def add_cascade_decoder(hf_dir: Path, model_dir: Path, *, int8: bool = False) -> str | None:
-    """Export the cascade graph into a model directory; its file name, or None if unsupported."""
+def add_cascade_decoder(
+    hf_dir: Path, model_dir: Path, *, int8: bool = False, cache_dtype: str | None = None
+) -> str | None:
+    """Export the cascade graph into a model directory; its file name, or None if unsupported.
+
+    The own caches default to float16 in an int8 build (a step at many rows reads mostly
+    cache, and the int8 logits are already further from fp32 than float16 caches take them)
+    and to float32 otherwise, where the batch engine matches the per-problem engine exactly.
+    """
     config = read_config(hf_dir)
     if unsupported_reason(config) is not None:
         return None
-    path = export_cascade_decoder(hf_dir, model_dir / CASCADE_DECODER_FILE)
+    cache_dtype = cache_dtype or ("float16" if int8 else "float32")
+    path = export_cascade_decoder(hf_dir, model_dir / CASCADE_DECODER_FILE, cache_dtype=cache_dtype)
     if int8:
         # Quantised as the decoder and prefix graphs are, so that all three agree.
         quantize_graph(path)

@@ -1,12 +1,14 @@
 """The cascade decode step: rows of many problems share one prefix and keep ragged caches.
 
-One step feeds one token per row. Each head attends, with one softmax, over three parts: the
-shared prefix (the model's few-shot exemplars, held once at batch 1 for every row of every
-problem), the row's own cache (its problem's question and its generated tokens, padded to the
-longest row and masked by an additive bias), and the new token itself. The prefix scores of all
-rows are one matrix product per KV head, as in `prefix_graph.py`. The graph returns only the new
-token's key and value, so the caller writes them where the row's cache ends and may hold the
-caches in growing buffers.
+A decode step feeds one token per row; a prefill feeds a problem's question (T tokens, one row)
+and, with nothing shared yet, the shared prefix itself. Each head attends, with one softmax,
+over three parts: the shared prefix (the model's few-shot exemplars, held once at batch 1 for
+every row of every problem), the row's own cache (its problem's question and its generated
+tokens, padded to the longest row and masked by an additive bias), and the fed tokens
+themselves (causally). The prefix scores of all rows are one matrix product per KV head, as in
+`prefix_graph.py`. The graph returns only the fed tokens' keys and values (in the own caches'
+dtype), so the caller writes them where the row's cache ends and may hold the caches in growing
+buffers; the logits are the last fed token's.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ class CascadeLayer(PrefixLayer):
         prefix: tuple[torch.Tensor, torch.Tensor],
         own: tuple[torch.Tensor, torch.Tensor],
         bias: torch.Tensor,
+        causal: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The layer's output [rows, 1, hidden] and the new token's key and value."""
+        """The layer's output [rows, T, hidden] and the fed tokens' keys and values."""
         attended, key, value = self.attend_cascade(
-            self.input_layernorm(hidden), rope, prefix, own, bias
+            self.input_layernorm(hidden), rope, prefix, own, bias, causal
         )
         hidden = hidden + attended
         hidden = hidden + self.mlp(self.post_attention_layernorm(hidden))
@@ -45,37 +48,51 @@ class CascadeLayer(PrefixLayer):
         prefix: tuple[torch.Tensor, torch.Tensor],
         own: tuple[torch.Tensor, torch.Tensor],
         bias: torch.Tensor,
+        causal: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Attention of one token per row; bias [rows, S] is 0 on a row's cache, -inf past it."""
+        """Attention of T tokens per row; bias [rows, S] is 0 on a row's cache, -inf past it.
+
+        `causal` [rows, T, T] is 0 where a fed token may see another fed token, -inf where not.
+        """
         attn = self.self_attn
-        rows, kvh, dim = x.shape[0], self.kv_heads, self.head_dim
+        rows, width, kvh, dim = x.shape[0], x.shape[1], self.kv_heads, self.head_dim
         group = self.heads // kvh
-        q = attn.q_proj(x).view(rows, 1, self.heads, dim).transpose(1, 2)
-        k = attn.k_proj(x).view(rows, 1, kvh, dim).transpose(1, 2)
-        v = attn.v_proj(x).view(rows, 1, kvh, dim).transpose(1, 2)
+        q = attn.q_proj(x).view(rows, width, self.heads, dim).transpose(1, 2)
+        k = attn.k_proj(x).view(rows, width, kvh, dim).transpose(1, 2)
+        v = attn.v_proj(x).view(rows, width, kvh, dim).transpose(1, 2)
         cos, sin = rope
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
-        # Query heads are ordered KV-head-major: head h reads KV head h // group.
-        q = q.reshape(rows, kvh, group, dim) * attn.scaling
-        shared = q.permute(1, 0, 2, 3).reshape(kvh, rows * group, dim)
+        # Query heads are ordered KV-head-major: head h reads KV head h // group. A KV head's
+        # queries are its group's heads at every fed position: [rows, kvh, group * T, dim].
+        q = q.reshape(rows, kvh, -1, dim) * attn.scaling
+        shared = q.permute(1, 0, 2, 3).reshape(kvh, -1, dim)
         prefix_scores = torch.matmul(shared, prefix[0][0].transpose(1, 2))
         prefix_len = prefix_scores.shape[-1]
         # -1, not prefix_len: ONNX's Reshape reads a 0 as "keep this dimension", and the shared
         # prefix may be empty.
-        prefix_scores = prefix_scores.reshape(kvh, rows, group, -1).permute(1, 0, 2, 3)
-        own_scores = torch.matmul(q, own[0].transpose(2, 3)).float() + bias[:, None, None, :]
+        queries = group * width
+        prefix_scores = prefix_scores.reshape(kvh, rows, queries, -1).permute(1, 0, 2, 3)
+        # The own caches may be held in float16 (half the bytes a step reads, the step's main
+        # cost at many rows); they are read in the compute dtype.
+        own_key, own_value = own[0].to(q.dtype), own[1].to(q.dtype)
+        own_scores = torch.matmul(q, own_key.transpose(2, 3)).float() + bias[:, None, None, :]
         own_len = own_scores.shape[-1]
-        self_scores = torch.matmul(q, k.transpose(2, 3))
-        scores = torch.cat((prefix_scores.float(), own_scores, self_scores.float()), dim=-1)
+        self_scores = torch.matmul(q, k.transpose(2, 3)).float()
+        self_scores = self_scores.view(rows, kvh, group, width, width) + causal[:, None, None]
+        scores = torch.cat(
+            (prefix_scores.float(), own_scores, self_scores.view(rows, kvh, -1, width)), dim=-1
+        )
         probs = torch.softmax(scores, dim=-1).to(q.dtype)
-        prefix_probs = probs[..., :prefix_len].permute(1, 0, 2, 3)
-        prefix_probs = prefix_probs.reshape(kvh, rows * group, -1)
-        out = torch.matmul(prefix_probs, prefix[1][0]).reshape(kvh, rows, group, dim)
+        prefix_probs = probs[..., :prefix_len].permute(1, 0, 2, 3).reshape(kvh, rows * queries, -1)
+        out = torch.matmul(prefix_probs, prefix[1][0]).reshape(kvh, rows, queries, dim)
         out = out.permute(1, 0, 2, 3)
-        out = out + torch.matmul(probs[..., prefix_len : prefix_len + own_len], own[1])
-        out = out + probs[..., prefix_len + own_len :] * v
-        return attn.o_proj(out.reshape(rows, 1, self.heads * dim)), k, v
+        out = out + torch.matmul(probs[..., prefix_len : prefix_len + own_len], own_value)
+        out = out + torch.matmul(probs[..., prefix_len + own_len :], v)
+        out = out.reshape(rows, self.heads, width, dim).transpose(1, 2)
+        cached = own[0].dtype
+        out = attn.o_proj(out.reshape(rows, width, self.heads * dim))
+        return out, k.to(cached), v.to(cached)
 
 
 class CascadeDecodeStep(nn.Module):
@@ -105,9 +122,12 @@ class CascadeDecodeStep(nn.Module):
         hidden = self.embed_tokens(input_ids)
         cos, sin = self.rotary_emb(hidden, position_ids)
         rope = (cos.unsqueeze(1), sin.unsqueeze(1))
+        # A fed token sees the fed tokens at its position and before (positions ascend by one).
+        ahead = position_ids[:, None, :] > position_ids[:, :, None]
+        causal = torch.where(ahead, float("-inf"), 0.0).to(torch.float32)
         presents: list[torch.Tensor] = []
         for i, layer in enumerate(self.layers):
             pair = slice(2 * i, 2 * i + 2)
-            hidden, key, value = layer(hidden, rope, prefix[pair], own[pair], own_bias)
+            hidden, key, value = layer(hidden, rope, prefix[pair], own[pair], own_bias, causal)
             presents += [key, value]
-        return (self.lm_head(self.norm(hidden)[:, 0, :]), *presents)
+        return (self.lm_head(self.norm(hidden)[:, -1, :]), *presents)
