@@ -43,9 +43,11 @@ def test_steps_json_times_both_graphs_at_every_point(tiny_model: Path) -> None:
     shots = {int(k): v for k, v in out["shots"].items()}
     assert shots[2] > shots[0] > 0
     points = {(t["graph"], t["prompt_tokens"], t["generated_tokens"]) for t in out["timings"]}
+    # The cascade graph (continuous batching) is timed beside the per-problem graphs.
+    assert "decoder_cascade" in Manifest.load(tiny_model).graphs
     assert points == {
         (graph, prompt, own)
-        for graph in ("standard", "prefix")
+        for graph in ("standard", "prefix", "cascade")
         for prompt in shots.values()
         for own in (1, 5)
     }
@@ -58,6 +60,7 @@ def test_steps_table_shows_the_speedup(tiny_model: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "One decode step at N=2" in result.output
     assert "speedup" in result.output
+    assert "cascade ms" in result.output
 
 
 @pytest.mark.parametrize(
@@ -82,3 +85,21 @@ def test_steps_errors_name_the_problem(
     result = runner.invoke(app, ["bench", "steps", "--model", str(model), *args])
     assert result.exit_code == 1
     assert message in result.output
+
+
+def test_steps_without_a_cascade_graph_time_the_other_two(tiny_model: Path, tmp_path: Path) -> None:
+    model = tmp_path / "no-cascade"
+    model.mkdir()
+    manifest = Manifest.load(tiny_model)
+    manifest.graphs.pop("decoder_cascade")
+    for name in {manifest.tokenizer, *manifest.graphs.values()}:
+        (model / name).symlink_to(tiny_model / name)
+    manifest.save(model)
+    args = ["bench", "steps", "--model", str(model), "--rows", "2", "--repeats", "1"]
+    result = runner.invoke(app, [*args, "--shots", "0", "--generated", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {t["graph"] for t in json.loads(result.output)["timings"]} == {"standard", "prefix"}
+    result = runner.invoke(app, [*args, "--shots", "0"])
+    assert result.exit_code == 0, result.output
+    assert "prefix ms" in result.output
+    assert "cascade ms" not in result.output

@@ -1,8 +1,10 @@
-"""The time of one decode step against the past length: optimum's graph and the prefix graph.
+"""The time of one decode step against the past length: optimum's graph, the prefix graph and
+(when the model has it) the cascade graph of continuous batching.
 
 A step's cost depends on the shapes of its inputs, not their values, so each graph gets a cache
 of the right shape filled with random values: optimum's graph N rows of P + S past tokens, the
-prefix graph one row of P prompt tokens and N rows of S generated ones.
+prefix and cascade graphs one row of P prompt tokens and N rows of S generated ones (the
+cascade graph's in its own cache dtype, float16 in int8 builds).
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from verisolve.benchmarks.generate import DEFAULT_QUESTION, bench_prompt
+from verisolve.inference.cascade_decoder import CascadeDecoder
 from verisolve.inference.onnx_decoder import CacheLayout
 from verisolve.inference.prefix_decoder import PrefixDecoder
 from verisolve.inference.tokenizer import TextTokenizer
+from verisolve.modelstore.cascade_export import CASCADE_ROLE
 from verisolve.modelstore.manifest import Manifest
 
 STANDARD = "standard"
 PREFIX = "prefix"
-GRAPHS = (STANDARD, PREFIX)
+CASCADE = "cascade"
+GRAPHS = (STANDARD, PREFIX, CASCADE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +60,15 @@ def _median_run(
 
 
 def _cache(layout: CacheLayout, rows: int, length: int, rng: np.random.Generator) -> NDArray[Any]:
-    dtype = layout.empty_past().dtype
-    shape = (rows, layout.kv_heads, length, layout.head_dim)
+    return _random_cache(
+        rows, layout.kv_heads, length, layout.head_dim, layout.empty_past().dtype, rng
+    )
+
+
+def _random_cache(
+    rows: int, heads: int, length: int, dim: int, dtype: Any, rng: np.random.Generator
+) -> NDArray[Any]:
+    shape = (rows, heads, length, dim)
     return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
 
 
@@ -87,6 +99,22 @@ def _prefix_feeds(
     return feeds
 
 
+def _cascade_feeds(
+    cascade: CascadeDecoder, rows: int, prompt: int, generated: int, rng: np.random.Generator
+) -> dict[str, NDArray[Any]]:
+    def cache(count: int, length: int, dtype: Any) -> NDArray[Any]:
+        return _random_cache(count, cascade.kv_heads, length, cascade.head_dim, dtype, rng)
+
+    feeds: dict[str, NDArray[Any]] = {
+        "input_ids": rng.integers(0, 100, (rows, 1)),
+        "position_ids": np.full((rows, 1), prompt + generated, dtype=np.int64),
+        "own_bias": np.zeros((rows, generated), dtype=np.float32),
+    }
+    feeds.update((name, cache(1, prompt, cascade.prefix_dtype)) for name in cascade.prefix_names)
+    feeds.update((name, cache(rows, generated, cascade.own_dtype)) for name in cascade.own_names)
+    return feeds
+
+
 def time_decode_steps(
     model_dir: Path,
     *,
@@ -97,7 +125,7 @@ def time_decode_steps(
     threads: int | None = None,
     seed: int = 0,
 ) -> list[StepTiming]:
-    """One decode step of both graphs of a model directory, at every (prompt, generated) pair."""
+    """One decode step of each graph of a model directory, at every (prompt, generated) pair."""
     manifest = Manifest.load(model_dir)
     prefix_file = manifest.graphs.get("decoder_prefix")
     if prefix_file is None:
@@ -106,6 +134,12 @@ def time_decode_steps(
         model_dir / manifest.graphs["decoder"],
         model_dir / prefix_file,
         threads=threads or len(os.sched_getaffinity(0)),
+    )
+    cascade_file = manifest.graphs.get(CASCADE_ROLE)
+    cascade = (
+        None
+        if cascade_file is None
+        else CascadeDecoder.load(model_dir / cascade_file, threads=threads)
     )
     rng = np.random.default_rng(seed)
     timings = []
@@ -118,6 +152,11 @@ def time_decode_steps(
             shared = _prefix_feeds(decoder, rows, prompt, generated, rng)
             seconds = _median_run(decoder.step_session, shared, repeats)
             timings.append(StepTiming(PREFIX, rows, prompt, generated, seconds))
+            del shared
+            if cascade is not None:
+                feeds = _cascade_feeds(cascade, rows, prompt, generated, rng)
+                seconds = _median_run(cascade.session, feeds, repeats)
+                timings.append(StepTiming(CASCADE, rows, prompt, generated, seconds))
     return timings
 
 

@@ -1,4 +1,5 @@
-"""`verisolve bench steps`: one decode step of optimum's graph and the prefix-shared graph."""
+"""`verisolve bench steps`: one decode step of optimum's graph, the prefix-shared graph and the
+cascade graph (continuous batching), when the model has it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from verisolve.benchmarks.prefix import (
+    CASCADE,
     PREFIX,
     STANDARD,
     StepTiming,
@@ -25,7 +27,13 @@ console = Console()
 
 
 def steps(
-    model: Annotated[Path, typer.Option(help="Model directory with both decoder graphs.")],
+    model: Annotated[
+        Path,
+        typer.Option(
+            help="Model directory with optimum's and the prefix-shared decoder graphs "
+            "(its cascade graph is timed too when it has one)."
+        ),
+    ],
     shots: Annotated[
         list[int] | None,
         typer.Option(min=0, help="Few-shot exemplars in the prompt (repeatable; default 0 and 4)."),
@@ -39,7 +47,7 @@ def steps(
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Seconds per decode step against the past length, for both graphs side by side."""
+    """Seconds per decode step against the past length, for each graph side by side."""
     shot_list = shots or [0, 4]
     try:
         lengths = prompt_lengths_for_shots(model, shot_list)
@@ -61,18 +69,22 @@ def steps(
 
 
 def _table(lengths: dict[int, int], timings: list[StepTiming], rows: int) -> Table:
-    """One line per (prompt, generated) point: both graphs and the prefix graph's speedup."""
+    """One line per (prompt, generated) point: each graph and the prefix graph's speedup."""
     shots_of = {tokens: k for k, tokens in sorted(lengths.items(), reverse=True)}
     table = Table(title=f"One decode step at N={rows}")
-    for column in ("shots", "prompt", "generated", "standard ms", "prefix ms", "speedup"):
+    points = step_seconds(timings)
+    cascade = any(CASCADE in seconds for seconds in points.values())
+    columns = ["shots", "prompt", "generated", "standard ms", "prefix ms", "speedup"]
+    for column in columns + (["cascade ms"] if cascade else []):
         table.add_column(column, justify="right")
-    for (prompt, own), seconds in step_seconds(timings).items():
-        table.add_row(
+    for (prompt, own), seconds in points.items():
+        cells = [
             str(shots_of[prompt]),
             str(prompt),
             str(own),
             f"{seconds[STANDARD] * 1000:.1f}",
             f"{seconds[PREFIX] * 1000:.1f}",
             f"{seconds[STANDARD] / seconds[PREFIX]:.1f}x",
-        )
+        ]
+        table.add_row(*cells, *([f"{seconds[CASCADE] * 1000:.1f}"] if cascade else []))
     return table

@@ -142,7 +142,9 @@ def block_sums(probs: NDArray[np.float32]) -> NDArray[np.float64]:
     """
     rows, width = probs.shape
     whole = width // _CDF_BLOCK * _CDF_BLOCK
-    sums = probs[:, :whole].reshape(rows, -1, _CDF_BLOCK).sum(axis=2, dtype=np.float64)
+    sums: NDArray[np.float64] = (
+        probs[:, :whole].reshape(rows, -1, _CDF_BLOCK).sum(axis=2, dtype=np.float64)
+    )
     if whole == width:
         return sums
     return np.concatenate([sums, probs[:, whole:].sum(axis=1, dtype=np.float64)[:, None]], axis=1)
