@@ -112,8 +112,10 @@ class CascadeDecoder:
     def feed(
         self, ids: list[int], prefix: list[NDArray[Any]], position: int
     ) -> tuple[NDArray[np.float32], list[NDArray[Any]]]:
-        """Feed one row of tokens after `prefix` (nothing of its own yet): the last logits
-        [vocab] and the fed tokens' caches [1, kvh, len(ids), dim]."""
+        """One row of tokens after `prefix`: its last logits [vocab] and the tokens' caches.
+
+        The row has no cache of its own yet; the caches are [1, kvh, len(ids), dim] per layer.
+        """
         width = len(ids)
         feeds: dict[str, NDArray[Any]] = {
             "input_ids": np.asarray([ids], dtype=np.int64),
