@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from verisolve.inference.sampling import (
     SamplingParams,
+    block_sums,
     draw_uniforms,
     inverse_cdf,
     row_streams,
@@ -155,3 +156,13 @@ def test_stable_hash_is_sha256_based() -> None:
 def test_params_are_validated(field: str, value: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SamplingParams(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("width", [100, 256, 300, 49152])
+def test_block_sums_are_reduceat_over_blocks_of_256(width: int) -> None:
+    # Whole blocks and a short last one alike, in float64.
+    probs = np.random.default_rng(width).random((3, width)).astype(np.float32)
+    expected = np.add.reduceat(probs, np.arange(0, width, 256), axis=1, dtype=np.float64)
+    got = block_sums(probs)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
