@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from verisolve.inference.onnx_decoder import NUMPY_TYPES
 from verisolve.inference.providers import create_session
 
 # Own-cache buffers grow in steps of this many positions, so that a grown buffer lasts a while
@@ -30,7 +31,6 @@ MIN_ROWS = 8
 # The shared prefix is fed this many tokens at a time, each chunk attending to the ones before
 # as its prefix: a long few-shot prompt's attention scores never need more memory than this.
 PREFIX_CHUNK = 128
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 class OutdatedCascadeGraphError(ValueError):
@@ -67,8 +67,8 @@ class CascadeDecoder:
             )
         own, prefix = inputs[self.own_names[0]], inputs[self.prefix_names[0]]
         self.kv_heads, self.head_dim = int(own.shape[1]), int(own.shape[3])
-        self.own_dtype = np.dtype(_DTYPES[own.type])
-        self.prefix_dtype = np.dtype(_DTYPES[prefix.type])
+        self.own_dtype = np.dtype(NUMPY_TYPES[own.type])
+        self.prefix_dtype = np.dtype(NUMPY_TYPES[prefix.type])
         self._shared: dict[tuple[int, ...], list[NDArray[Any]]] = {}
 
     @classmethod

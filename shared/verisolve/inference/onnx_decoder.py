@@ -31,7 +31,8 @@ from verisolve.inference.providers import create_session
 
 _PAST_PREFIX = "past_key_values."
 _PRESENT_PREFIX = "present."
-_NUMPY_TYPES: dict[str, type[np.generic]] = {
+# ONNX Runtime's tensor type names of the cache dtypes our graphs use, and numpy's.
+NUMPY_TYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
     "tensor(double)": np.float64,
@@ -67,13 +68,13 @@ class CacheLayout:
             raise ValueError(
                 f"cache input {first.name} has no static heads/head_dim: {first.shape}"
             )
-        if first.type not in ELEM_TYPES or first.type not in _NUMPY_TYPES:
+        if first.type not in ELEM_TYPES or first.type not in NUMPY_TYPES:
             raise ValueError(f"unsupported cache type {first.type}")
         return cls(past, present, first.type, kv_heads, head_dim, "position_ids" in inputs)
 
     def empty_past(self) -> NDArray[Any]:
         """A zero-length past for one row (the prefill's input)."""
-        dtype = _NUMPY_TYPES[self.elem_type]
+        dtype = NUMPY_TYPES[self.elem_type]
         return np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=dtype)
 
 

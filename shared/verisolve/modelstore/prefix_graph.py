@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
+def rotate_half(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Llama's rotate-half of heads of size `dim` (a constant: no shape arithmetic in the graph)."""
+    half = dim // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
@@ -62,8 +63,8 @@ class PrefixLayer(nn.Module):
         k = attn.k_proj(x).view(rows, 1, kvh, dim).transpose(1, 2)
         v = attn.v_proj(x).view(rows, 1, kvh, dim).transpose(1, 2)
         cos, sin = rope
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        q = q * cos + rotate_half(q, dim) * sin
+        k = k * cos + rotate_half(k, dim) * sin
         key = torch.cat((suffix[0], k), dim=2)
         value = torch.cat((suffix[1], v), dim=2)
         # Query heads are ordered KV-head-major: head h reads KV head h // group.
