@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from verisolve.inference.batching import BatchGenerator, BatchItem, load_batch_generator
@@ -68,8 +69,19 @@ def half_cache_graph(model_dir: Path) -> Path:
     return export_cascade_decoder(model_dir.parent / "hf", out, cache_dtype="float16")
 
 
+def cache_dtype(buffer: np.ndarray | ort.OrtValue) -> np.dtype:
+    return buffer.numpy().dtype if isinstance(buffer, ort.OrtValue) else buffer.dtype
+
+
 @pytest.mark.parametrize(
-    ("caches", "prefix_chunk"), [("float32", 128), ("float32", 5), ("float16", 7)]
+    ("caches", "prefix_chunk", "bind"),
+    [
+        ("float32", 128, False),
+        ("float32", 5, False),
+        ("float16", 7, False),
+        ("float32", 5, True),
+        ("float16", 128, True),
+    ],
 )
 def test_logits_match_rows_of_many_problems(
     model_dir: Path,
@@ -77,13 +89,15 @@ def test_logits_match_rows_of_many_problems(
     monkeypatch: pytest.MonkeyPatch,
     caches: str,
     prefix_chunk: int,
+    bind: bool,
 ) -> None:
     # The shared prefix (23 tokens) is fed in one piece or in chunks that attend to the ones
-    # before; float16 caches round keys and values, so their logits are only close.
+    # before; float16 caches round keys and values, so their logits are only close. Bound, the
+    # caches are OrtValues updated by the device-side cache ops (the CUDA path, here on CPU).
     monkeypatch.setattr("verisolve.inference.cascade_decoder.PREFIX_CHUNK", prefix_chunk)
     standard = OnnxDecoder.load(model_dir / "model.onnx", threads=1)
     graph = model_dir / "decoder_cascade.onnx" if caches == "float32" else half_cache_graph
-    cascade = CascadeDecoder.load(graph, threads=1)
+    cascade = CascadeDecoder.load(graph, threads=1, bind=bind)
     assert cascade.own_dtype == np.dtype(caches)
     tolerance = ATOL if caches == "float32" else HALF_ATOL
     rng = np.random.default_rng(0)
@@ -107,7 +121,7 @@ def test_logits_match_rows_of_many_problems(
             row.append(token)
         for i, row in enumerate(histories):
             np.testing.assert_allclose(logits[i], standard.prefill(row)[0], atol=tolerance, rtol=0)
-        assert all(buffer.dtype == cascade.own_dtype for buffer in batch.own)
+        assert all(cache_dtype(buffer) == cascade.own_dtype for buffer in batch.own)
         if step in (2, 8):  # rows finish and leave, as the engine's compaction orders them
             kept = np.array([len(histories) - 1, *range(1, len(histories) - 2)])
             batch.keep(kept)
@@ -115,7 +129,9 @@ def test_logits_match_rows_of_many_problems(
         pending = rng.integers(0, 500, len(histories))
 
 
-def engines(model_dir: Path, max_rows: int) -> tuple[Generator, BatchGenerator]:
+def engines(
+    model_dir: Path, max_rows: int, bind: bool | None = None
+) -> tuple[Generator, BatchGenerator]:
     """The per-problem engine on optimum's graph and the batch engine, ending rows at ids % 9."""
     tokenizer = TextTokenizer.from_file(model_dir / "tokenizer.json")
     eos = list(range(0, tokenizer.vocab_size, 9))
@@ -125,17 +141,17 @@ def engines(model_dir: Path, max_rows: int) -> tuple[Generator, BatchGenerator]:
         eos_token_ids=eos,
         stop=["\n\n"],
     )
-    batch = load_batch_generator(model_dir, threads=1, max_rows=max_rows)
+    batch = load_batch_generator(model_dir, threads=1, max_rows=max_rows, bind=bind)
     assert batch is not None
     batch.eos_token_ids = per_problem.eos_token_ids
     return per_problem, batch
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize(("temperature", "bind"), [(0.0, False), (1.0, False), (1.0, True)])
 def test_engine_candidates_equal_the_per_problem_engine(
-    model_dir: Path, temperature: float
+    model_dir: Path, temperature: float, bind: bool
 ) -> None:
-    per_problem, batch = engines(model_dir, max_rows=5)
+    per_problem, batch = engines(model_dir, max_rows=5, bind=bind)
     assert batch.shared_ids, "the exemplars should split off as the shared prefix"
     items = [
         BatchItem(

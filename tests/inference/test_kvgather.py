@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from verisolve.inference.kvgather import RowGather, gather_model
+from verisolve.inference.kvgather import CacheOps, RowGather, gather_model
 
 
 def cpu_gather(elem_type: str, count: int) -> RowGather:
@@ -51,3 +51,43 @@ def test_gather_checks_its_inputs() -> None:
     value = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, 1, 1, 1), np.float32))
     with pytest.raises(ValueError, match="1 values for a gather of 2"):
         gather([value], np.zeros(1, dtype=np.int64))
+
+
+def cpu_ops(elem_type: str, count: int) -> CacheOps:
+    return CacheOps(
+        elem_type,
+        count,
+        providers=["CPUExecutionProvider"],
+        provider_options=[{}],
+        device=("cpu", 0),
+    )
+
+
+@pytest.mark.parametrize(
+    ("elem_type", "dtype"), [("tensor(float)", np.float32), ("tensor(float16)", np.float16)]
+)
+def test_cache_ops_scatter_pad_and_append_as_numpy_does(
+    elem_type: str, dtype: type[np.generic]
+) -> None:
+    ops = cpu_ops(elem_type, 2)
+    rng = np.random.default_rng(5)
+    arrays = [rng.random((3, 2, 6, 4)).astype(dtype) for _ in range(2)]
+    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
+    new = [rng.random((3, 2, 1, 4)).astype(dtype) for _ in range(2)]
+    positions = np.array([5, 0, 2], dtype=np.int64)
+    scattered = ops.scatter(values, new, positions)
+    for got, array, fresh in zip(scattered, arrays, new, strict=True):
+        expected = array.copy()
+        expected[np.arange(3), :, positions, :] = fresh[:, :, 0, :]
+        np.testing.assert_array_equal(got.numpy(), expected)
+    padded = ops.pad(scattered, 3)
+    for got, before in zip(padded, scattered, strict=True):
+        assert got.shape() == [3, 2, 9, 4]
+        np.testing.assert_array_equal(got.numpy()[:, :, :6], before.numpy())
+        assert not got.numpy()[:, :, 6:].any()
+    more = [rng.random((2, 2, 9, 4)).astype(dtype) for _ in range(2)]
+    appended = ops.concat(padded, more)
+    for got, before, extra in zip(appended, padded, more, strict=True):
+        np.testing.assert_array_equal(got.numpy(), np.concatenate([before.numpy(), extra]))
+    with pytest.raises(ValueError, match="1 values for a pad of 2"):
+        ops.pad(values[:1], 1)

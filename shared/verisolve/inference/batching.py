@@ -346,8 +346,13 @@ def load_batch_generator(
     threads: int | None = None,
     max_rows: int = 64,
     kv_budget_bytes: int = 4 << 30,
+    bind: bool | None = None,
 ) -> BatchGenerator | None:
-    """The continuous-batching engine of a model directory; None without a current cascade graph."""
+    """The continuous-batching engine of a model directory; None without a current cascade graph.
+
+    `bind` keeps the caches as OrtValues on the session's device (IOBinding); the default is
+    to on CUDA only.
+    """
     from verisolve.inference.cascade_decoder import CascadeDecoder, OutdatedCascadeGraphError
     from verisolve.inference.prompt_split import shared_prefix_ids
     from verisolve.modelstore.cascade_export import CASCADE_ROLE
@@ -357,7 +362,9 @@ def load_batch_generator(
     if manifest.kind != "generator" or cascade_file is None:
         return None
     try:
-        backend = CascadeDecoder.load(model_dir / cascade_file, provider, threads=threads)
+        backend = CascadeDecoder.load(
+            model_dir / cascade_file, provider, threads=threads, bind=bind
+        )
     except OutdatedCascadeGraphError as exc:
         logger.warning("%s: no continuous batching: %s", model_dir, exc)
         return None

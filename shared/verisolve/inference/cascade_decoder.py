@@ -21,8 +21,9 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from verisolve.inference.kvgather import CacheOps
 from verisolve.inference.onnx_decoder import NUMPY_TYPES
-from verisolve.inference.providers import create_session
+from verisolve.inference.providers import create_session, session_device
 
 # Own-cache buffers grow in steps of this many positions, so that a grown buffer lasts a while
 # and the padding a step attends to stays short.
@@ -48,8 +49,14 @@ class QuestionCache:
 class CascadeDecoder:
     """A BatchBackend over the cascade graph: the shared prefix, prefills and batch steps."""
 
-    def __init__(self, session: ort.InferenceSession) -> None:
+    def __init__(self, session: ort.InferenceSession, *, bind: bool | None = None) -> None:
         self.session = session
+        self.device = session_device(session)
+        # IOBinding keeps the caches on the GPU; on CPU numpy buffers written in place are faster
+        # (a bound step rewrites every layer's cache to add one position).
+        self.bind = self.device[0] == "cuda" if bind is None else bind
+        self._ops: CacheOps | None = None
+        self._bound_shared: dict[tuple[int, ...], list[ort.OrtValue]] = {}
         inputs = {i.name: i for i in session.get_inputs()}
         layers = sum(1 for name in inputs if name.startswith("own_key."))
         names = [f"{kind}.{i}" for i in range(layers) for kind in ("key", "value")]
@@ -67,13 +74,19 @@ class CascadeDecoder:
             )
         own, prefix = inputs[self.own_names[0]], inputs[self.prefix_names[0]]
         self.kv_heads, self.head_dim = int(own.shape[1]), int(own.shape[3])
+        self.own_type = own.type
         self.own_dtype = np.dtype(NUMPY_TYPES[own.type])
         self.prefix_dtype = np.dtype(NUMPY_TYPES[prefix.type])
         self._shared: dict[tuple[int, ...], list[NDArray[Any]]] = {}
 
     @classmethod
     def load(
-        cls, cascade_path: Path, provider: str = "cpu", *, threads: int | None = None
+        cls,
+        cascade_path: Path,
+        provider: str = "cpu",
+        *,
+        threads: int | None = None,
+        bind: bool | None = None,
     ) -> CascadeDecoder:
         """Open the graph; threads default to the cores this process may use.
 
@@ -83,7 +96,7 @@ class CascadeDecoder:
         The per-problem engine keeps it (without: 2.4x its peak and slower).
         """
         threads = threads or len(os.sched_getaffinity(0))
-        return cls(create_session(cascade_path, provider, threads=threads, arena=False))
+        return cls(create_session(cascade_path, provider, threads=threads, arena=False), bind=bind)
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -110,11 +123,12 @@ class CascadeDecoder:
         return cached
 
     def feed(
-        self, ids: list[int], prefix: list[NDArray[Any]], position: int
+        self, ids: list[int], prefix: Sequence[NDArray[Any] | ort.OrtValue], position: int
     ) -> tuple[NDArray[np.float32], list[NDArray[Any]]]:
         """One row of tokens after `prefix`: its last logits [vocab] and the tokens' caches.
 
-        The row has no cache of its own yet; the caches are [1, kvh, len(ids), dim] per layer.
+        The row has no cache of its own yet; the caches are [1, kvh, len(ids), dim] per layer,
+        on the host (the prefix may be OrtValues on the session's device).
         """
         width = len(ids)
         feeds: dict[str, NDArray[Any]] = {
@@ -122,14 +136,44 @@ class CascadeDecoder:
             "position_ids": np.arange(position, position + width, dtype=np.int64)[None],
             "own_bias": np.zeros((1, 0), dtype=np.float32),
         }
-        feeds.update(zip(self.prefix_names, prefix, strict=True))
         feeds.update((n, self.empty(self.own_dtype)) for n in self.own_names)
-        logits, *fed = self.session.run(["logits", *self.new_names], feeds)
+        binding = self.session.io_binding()
+        for name, value in [*feeds.items(), *zip(self.prefix_names, prefix, strict=True)]:
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in ["logits", *self.new_names]:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        logits, *fed = (value.numpy() for value in binding.get_outputs())
         return np.ascontiguousarray(logits[0], dtype=np.float32), fed
 
-    def open(self, shared_ids: Sequence[int]) -> CascadeBatch:
+    def ops(self) -> CacheOps:
+        """The cache ops on this session's device (built on first use)."""
+        if self._ops is None:
+            providers = self.session.get_providers()
+            self._ops = CacheOps(
+                self.own_type,
+                len(self.own_names),
+                providers=providers,
+                provider_options=[self.session.get_provider_options()[p] for p in providers],
+                device=self.device,
+            )
+        return self._ops
+
+    def open(self, shared_ids: Sequence[int]) -> CascadeBatch | BoundCascadeBatch:
         """An empty batch whose rows attend to the cache of `shared_ids`."""
-        return CascadeBatch(self, self.shared_prefix(shared_ids), len(shared_ids))
+        prefix = self.shared_prefix(shared_ids)
+        if not self.bind:
+            return CascadeBatch(self, prefix, len(shared_ids))
+        key = tuple(shared_ids)
+        bound = self._bound_shared.get(key)
+        if bound is None:
+            device_type, device_id = self.device
+            bound = [ort.OrtValue.ortvalue_from_numpy(a, device_type, device_id) for a in prefix]
+            self._bound_shared[key] = bound
+        return BoundCascadeBatch(self, bound, len(shared_ids))
 
 
 class CascadeBatch:
@@ -231,3 +275,106 @@ class CascadeBatch:
 
 def _round_up(length: int) -> int:
     return -(-length // LENGTH_CHUNK) * LENGTH_CHUNK
+
+
+class BoundCascadeBatch:
+    """CascadeBatch's rows with every cache an OrtValue on the session's device (IOBinding).
+
+    The GPU path: the shared prefix is uploaded once, and each row's own cache never leaves the
+    device. A step's new keys and values are written at each row's position by a scatter run on
+    the device, admitted rows are appended and finished ones gathered away there too (see
+    kvgather.CacheOps); only token ids, positions, the mask and the logits cross to the host.
+    Buffers are exactly the live rows, `width` positions long, grown in LENGTH_CHUNK steps.
+    """
+
+    def __init__(
+        self, decoder: CascadeDecoder, prefix: list[ort.OrtValue], prefix_len: int
+    ) -> None:
+        self.decoder = decoder
+        self.prefix = prefix
+        self.prefix_len = prefix_len
+        self.rows = 0
+        self.width = 0
+        self.lengths = np.zeros(0, dtype=np.int64)
+        self.own: list[ort.OrtValue] = []
+
+    def prefill(self, question_ids: Sequence[int]) -> tuple[NDArray[np.float32], QuestionCache]:
+        """Run a question after the shared prefix: its last logits and its cache (on the host)."""
+        if not question_ids:
+            raise ValueError("empty question: the prompt adds nothing after the shared prefix")
+        logits, fed = self.decoder.feed(list(question_ids), self.prefix, self.prefix_len)
+        return logits, QuestionCache(tuple(fed), len(question_ids))
+
+    def admit(self, prompt: object, count: int) -> None:
+        """Append `count` rows that continue the prompt's question (no token fed yet)."""
+        if not isinstance(prompt, QuestionCache):
+            raise TypeError(f"admit takes what this batch's prefill returned, not {prompt!r}")
+        self._widen(prompt.length)
+        decoder = self.decoder
+        shape = (count, decoder.kv_heads, self.width, decoder.head_dim)
+        blocks = []
+        for array in prompt.arrays:
+            block = np.zeros(shape, dtype=decoder.own_dtype)
+            block[:, :, : prompt.length] = array
+            blocks.append(block)
+        if self.rows:
+            self.own = decoder.ops().concat(self.own, blocks)
+        else:
+            device_type, device_id = decoder.device
+            self.own = [ort.OrtValue.ortvalue_from_numpy(b, device_type, device_id) for b in blocks]
+        self.lengths = np.concatenate([self.lengths, np.full(count, prompt.length, np.int64)])
+        self.rows += count
+
+    def step(self, tokens: NDArray[np.int64]) -> NDArray[np.float32]:
+        """Feed one token per row; the next logits [rows, vocab]."""
+        rows = self.rows
+        if len(tokens) != rows:
+            raise ValueError(f"{len(tokens)} tokens for {rows} rows")
+        lengths = self.lengths
+        self._widen(int(lengths.max()) + 1)
+        decoder = self.decoder
+        bias = np.where(np.arange(self.width) < lengths[:, None], 0.0, -np.inf).astype(np.float32)
+        binding = decoder.session.io_binding()
+        binding.bind_cpu_input("input_ids", np.asarray(tokens, dtype=np.int64).reshape(rows, 1))
+        binding.bind_cpu_input("position_ids", (lengths + self.prefix_len).reshape(rows, 1))
+        binding.bind_cpu_input("own_bias", bias)
+        for name, value in zip(decoder.prefix_names, self.prefix, strict=True):
+            binding.bind_ortvalue_input(name, value)
+        for name, value in zip(decoder.own_names, self.own, strict=True):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        device_type, device_id = decoder.device
+        for name in decoder.new_names:
+            binding.bind_output(name, device_type, device_id)
+        decoder.session.run_with_iobinding(binding)
+        logits, *new = binding.get_outputs()
+        self.own = decoder.ops().scatter(self.own, new, lengths)
+        self.lengths = lengths + 1
+        return np.ascontiguousarray(logits.numpy(), dtype=np.float32)
+
+    def keep(self, rows: NDArray[np.int64]) -> None:
+        """Keep these rows, in this order (a gather on the device, unless nothing moves)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == self.rows and np.array_equal(rows, np.arange(self.rows)):
+            return
+        self.own = self.decoder.ops().gather(self.own, rows) if len(rows) else []
+        self.lengths = self.lengths[rows]
+        self.rows = len(rows)
+        if not self.rows:
+            self.width = 0
+
+    def _widen(self, length: int) -> None:
+        """Make the buffers at least `length` positions long (padded on the device)."""
+        if length <= self.width:
+            return
+        width = _round_up(length)
+        if self.rows:
+            self.own = self.decoder.ops().pad(self.own, width - self.width)
+        self.width = width
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes the own-cache buffers hold now."""
+        decoder = self.decoder
+        per_row = decoder.kv_heads * self.width * decoder.head_dim * decoder.own_dtype.itemsize
+        return self.rows * per_row * len(self.own)

@@ -8,7 +8,7 @@ needs no `onnx` package.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,38 +53,72 @@ def _value_info(name: str, elem_type: int, dims: Sequence[str]) -> bytes:
     return _field(1, name) + _field(2, _field(1, tensor))
 
 
-def gather_model(elem_type: int, count: int, rank: int = 4) -> bytes:
-    """An ONNX model: out_i = Gather(in_i, indices, axis=0) for i < count, inputs of `rank`."""
+def _node(op_type: str, inputs: Sequence[str], output: str, **attributes: int) -> bytes:
+    # NodeProto{input=1, output=2, name=3, op_type=4, attribute=5: AttributeProto{name=1, i=3,
+    # type=20}}
+    attrs = b"".join(
+        _field(5, _field(1, name) + _field(3, value) + _field(20, _ATTR_INT))
+        for name, value in attributes.items()
+    )
+    names = b"".join(_field(1, name) for name in inputs)
+    return names + _field(2, output) + _field(3, output) + _field(4, op_type) + attrs
+
+
+def layer_op_model(
+    op_type: str,
+    elem_type: int,
+    count: int,
+    operands: Sequence[str] = ("in",),
+    shared: Mapping[str, tuple[int, int]] | None = None,
+    *,
+    rank: int = 4,
+    **attributes: int,
+) -> bytes:
+    """An ONNX model of one op per tensor i < count: out_i = op(operands...).
+
+    An operand named in `shared` (name: (elem_type, rank)) is one input that every op takes; any
+    other operand `x` is a tensor of the given type and rank per i, the input `x_i`. Every
+    dimension is symbolic, so one model serves any rows and lengths.
+    """
+    shared = shared or {}
+    per_layer = [name for name in operands if name not in shared]
+
+    def operand(name: str, i: int) -> str:
+        return name if name in shared else f"{name}_{i}"
+
     nodes = b"".join(
-        _field(
-            1,  # GraphProto.node: NodeProto{input=1, output=2, name=3, op_type=4, attribute=5}
-            _field(1, f"in_{i}")
-            + _field(1, "indices")
-            + _field(2, f"out_{i}")
-            + _field(3, f"gather_{i}")
-            + _field(4, "Gather")
-            + _field(5, _field(1, "axis") + _field(3, 0) + _field(20, _ATTR_INT)),
-        )
+        _field(1, _node(op_type, [operand(x, i) for x in operands], f"out_{i}", **attributes))
         for i in range(count)
     )
-    dims = [f"in_{i}_d{d}" for i in range(count) for d in range(rank)]
-    inputs = b"".join(
-        _field(11, _value_info(f"in_{i}", elem_type, dims[i * rank : (i + 1) * rank]))
-        for i in range(count)
-    )
-    inputs += _field(11, _value_info("indices", _INT64, ["rows"]))
+    inputs = b""
+    for i in range(count):
+        for name in per_layer:
+            dims = [f"{name}_{i}_d{d}" for d in range(rank)]
+            inputs += _field(11, _value_info(f"{name}_{i}", elem_type, dims))
+    for name, (shared_type, shared_rank) in shared.items():
+        dims = [f"{name}_d{d}" for d in range(shared_rank)]
+        inputs += _field(11, _value_info(name, shared_type, dims))
     outputs = b"".join(
-        _field(
-            12, _value_info(f"out_{i}", elem_type, ["rows", *dims[i * rank + 1 : (i + 1) * rank]])
-        )
+        _field(12, _value_info(f"out_{i}", elem_type, [f"out_{i}_d{d}" for d in range(rank)]))
         for i in range(count)
     )
-    graph = nodes + _field(2, "kv_gather") + inputs + outputs
+    graph = nodes + _field(2, f"kv_{op_type.lower()}") + inputs + outputs
     return _field(1, _IR_VERSION) + _field(7, graph) + _field(8, _field(2, _OPSET))
 
 
-class RowGather:
-    """Selects rows (axis 0) of `count` same-dtype tensors on one device, in one run."""
+def gather_model(elem_type: int, count: int, rank: int = 4) -> bytes:
+    """An ONNX model: out_i = Gather(in_i, indices, axis=0) for i < count, inputs of `rank`."""
+    shared = {"indices": (_INT64, 1)}
+    return layer_op_model("Gather", elem_type, count, ("in", "indices"), shared, rank=rank, axis=0)
+
+
+class CacheOps:
+    """Row gathers, position scatters, padding and row appends of `count` same-dtype tensors
+    (a cache's layers), each op one tiny graph run by ONNX Runtime on the tensors' own device.
+
+    Outputs stay on that device (`device`, as IOBinding names it: ("cuda", 0) or ("cpu", 0));
+    host arrays are taken where an OrtValue would be, and copied over by ONNX Runtime.
+    """
 
     def __init__(
         self,
@@ -97,30 +131,102 @@ class RowGather:
     ) -> None:
         if elem_type not in ELEM_TYPES:
             raise ValueError(f"unsupported cache type {elem_type}")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            gather_model(ELEM_TYPES[elem_type], count),
-            sess_options=options,
-            providers=list(providers),
-            provider_options=list(provider_options),
-        )
+        self._elem = ELEM_TYPES[elem_type]
         self._count = count
+        self._providers = list(providers)
+        self._provider_options = list(provider_options)
         self._device = device
+        self._sessions: dict[str, ort.InferenceSession] = {}
+
+    def _model(self, op: str) -> bytes:
+        elem, count = self._elem, self._count
+        if op == "gather":
+            return gather_model(elem, count)
+        if op == "scatter":
+            shared = {"positions": (_INT64, 4)}
+            operands = ("in", "positions", "new")
+            return layer_op_model("ScatterElements", elem, count, operands, shared, axis=2)
+        if op == "pad":
+            return layer_op_model("Pad", elem, count, ("in", "pads"), {"pads": (_INT64, 1)})
+        if op == "concat":
+            return layer_op_model("Concat", elem, count, ("in", "more"), axis=0)
+        raise ValueError(f"unknown cache op {op!r}")
+
+    def _session(self, op: str) -> ort.InferenceSession:
+        session = self._sessions.get(op)
+        if session is None:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            session = ort.InferenceSession(
+                self._model(op),
+                sess_options=options,
+                providers=self._providers,
+                provider_options=self._provider_options,
+            )
+            self._sessions[op] = session
+        return session
+
+    def _run(
+        self,
+        op: str,
+        per_layer: Mapping[str, Sequence[ort.OrtValue | NDArray[Any]]],
+        shared: Mapping[str, NDArray[np.int64]],
+    ) -> list[ort.OrtValue]:
+        for values in per_layer.values():
+            if len(values) != self._count:
+                raise ValueError(f"{len(values)} values for a {op} of {self._count}")
+        session = self._session(op)
+        binding = session.io_binding()
+        for name, values in per_layer.items():
+            for i, value in enumerate(values):
+                if isinstance(value, ort.OrtValue):
+                    binding.bind_ortvalue_input(f"{name}_{i}", value)
+                else:
+                    binding.bind_cpu_input(f"{name}_{i}", np.ascontiguousarray(value))
+        for name, array in shared.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array, dtype=np.int64))
+        device_type, device_id = self._device
+        for i in range(self._count):
+            binding.bind_output(f"out_{i}", device_type, device_id)
+        session.run_with_iobinding(binding)
+        outputs: list[ort.OrtValue] = binding.get_outputs()
+        return outputs
+
+    def gather(self, values: Sequence[ort.OrtValue], rows: NDArray[np.int64]) -> list[ort.OrtValue]:
+        """The selected rows (axis 0) of every value."""
+        return self._run("gather", {"in": values}, {"indices": rows})
+
+    def scatter(
+        self,
+        values: Sequence[ort.OrtValue],
+        new: Sequence[ort.OrtValue | NDArray[Any]],
+        positions: NDArray[np.int64],
+    ) -> list[ort.OrtValue]:
+        """Each value with new [rows, heads, 1, dim] written at row r's positions[r] (axis 2)."""
+        first = new[0]
+        rows, heads, _, dim = first.shape() if isinstance(first, ort.OrtValue) else first.shape
+        at = np.asarray(positions, dtype=np.int64).reshape(rows, 1, 1, 1)
+        at = np.broadcast_to(at, (rows, heads, 1, dim))
+        return self._run("scatter", {"in": values, "new": new}, {"positions": at})
+
+    def pad(self, values: Sequence[ort.OrtValue], length: int) -> list[ort.OrtValue]:
+        """Every value zero-padded along axis 2 by `length` positions at the end."""
+        pads = np.zeros(8, dtype=np.int64)
+        pads[4 + 2] = length
+        return self._run("pad", {"in": values}, {"pads": pads})
+
+    def concat(
+        self, values: Sequence[ort.OrtValue], more: Sequence[ort.OrtValue | NDArray[Any]]
+    ) -> list[ort.OrtValue]:
+        """Every value with more rows appended (axis 0)."""
+        return self._run("concat", {"in": values, "more": more}, {})
+
+
+class RowGather(CacheOps):
+    """Selects rows (axis 0) of `count` same-dtype tensors on one device, in one run."""
 
     def __call__(
         self, values: Sequence[ort.OrtValue], rows: NDArray[np.int64]
     ) -> list[ort.OrtValue]:
         """The selected rows of every value, as new OrtValues on the same device."""
-        if len(values) != self._count:
-            raise ValueError(f"{len(values)} values for a gather of {self._count}")
-        binding = self._session.io_binding()
-        for i, value in enumerate(values):
-            binding.bind_ortvalue_input(f"in_{i}", value)
-        binding.bind_cpu_input("indices", np.ascontiguousarray(rows, dtype=np.int64))
-        device_type, device_id = self._device
-        for i in range(self._count):
-            binding.bind_output(f"out_{i}", device_type, device_id)
-        self._session.run_with_iobinding(binding)
-        outputs: list[ort.OrtValue] = binding.get_outputs()
-        return outputs
+        return self.gather(values, rows)

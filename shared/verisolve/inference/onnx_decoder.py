@@ -27,7 +27,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from verisolve.inference.kvgather import ELEM_TYPES, RowGather
-from verisolve.inference.providers import create_session
+from verisolve.inference.providers import create_session, session_device
 
 _PAST_PREFIX = "past_key_values."
 _PRESENT_PREFIX = "present."
@@ -84,12 +84,11 @@ class OnnxDecoder:
     def __init__(self, session: ort.InferenceSession, *, bind: bool | None = None) -> None:
         self.session = session
         self.layout = CacheLayout.of(session)
-        on_cuda = session.get_providers()[0] == "CUDAExecutionProvider"
+        self.device = session_device(session)
         # IOBinding is what keeps the cache on the GPU; on CPU plain run() is as fast.
-        self.bind = on_cuda if bind is None else bind
+        self.bind = self.device[0] == "cuda" if bind is None else bind
         self.output_names = ["logits", *self.layout.present_names]
         self._gather: RowGather | None = None
-        self.device: tuple[str, int] = ("cuda", _cuda_device_id(session)) if on_cuda else ("cpu", 0)
 
     @classmethod
     def load(
@@ -141,11 +140,6 @@ class OnnxDecoder:
                 device=self.device,
             )
         return self._gather
-
-
-def _cuda_device_id(session: ort.InferenceSession) -> int:
-    options = session.get_provider_options().get("CUDAExecutionProvider", {})
-    return int(options.get("device_id", 0))
 
 
 def last_logits(logits: NDArray[Any]) -> NDArray[np.float32]:

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from verisolve.inference.kvgather import RowGather
 from verisolve.inference.onnx_decoder import CacheLayout, last_logits
-from verisolve.inference.providers import create_session
+from verisolve.inference.providers import create_session, session_device
 
 # optimum's present names ("present.3.key") -> our prefix names ("prefix_key.3").
 _PRESENT_NAME = re.compile(r"^present\.(\d+)\.(key|value)$")
@@ -47,13 +47,9 @@ class PrefixDecoder:
         self.suffix_names = [n.replace("prefix_", "suffix_") for n in self.prefix_names]
         self.present_names = [n.replace("prefix_", "present_") for n in self.prefix_names]
         _check_step_graph(step, self.prefix_names, self.suffix_names, self.present_names)
-        on_cuda = step.get_providers()[0] == "CUDAExecutionProvider"
+        self.device = session_device(step)
         # IOBinding is what keeps the caches on the GPU; on CPU plain run() is as fast.
-        self.bind = on_cuda if bind is None else bind
-        device_id = int(
-            step.get_provider_options().get("CUDAExecutionProvider", {}).get("device_id", 0)
-        )
-        self.device: tuple[str, int] = ("cuda", device_id) if on_cuda else ("cpu", 0)
+        self.bind = self.device[0] == "cuda" if bind is None else bind
         self._gather: RowGather | None = None
 
     @classmethod

@@ -66,3 +66,11 @@ def create_session(
             "(check the CUDA and cuDNN libraries match this onnxruntime-gpu build)"
         )
     return session
+
+
+def session_device(session: ort.InferenceSession) -> tuple[str, int]:
+    """Where a session's bound outputs live, as IOBinding names it: ("cuda", id) or ("cpu", 0)."""
+    if session.get_providers()[0] != "CUDAExecutionProvider":
+        return ("cpu", 0)
+    options = session.get_provider_options().get("CUDAExecutionProvider", {})
+    return ("cuda", int(options.get("device_id", 0)))
