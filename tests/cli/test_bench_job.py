@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
@@ -52,6 +53,7 @@ def test_bench_job_runs_both_engines_and_reports_ratios(tiny_model: Path) -> Non
     assert out["speedup_vs_per_problem"] == out["speedup_vs_per_problem_n3"]
     assert out["shared_prefix_tokens"] > 0
     assert out["rows_in_flight"] == 4
+    assert out["provider"] == "cpu"
     # Each run in a process of its own, which held the model it ran.
     assert out["isolated"] is True
     assert all(r["peak_mb"] is None or r["peak_mb"] > 0 for r in out["runs"])
@@ -126,3 +128,15 @@ def test_bench_job_table_and_a_bad_problem_file(tiny_model: Path, tmp_path: Path
     result = runner.invoke(app, [*args, "--problems-file", str(bad)])
     assert result.exit_code == 1
     assert "bad.jsonl:2: expected an object with a 'question'" in result.output
+
+
+def test_bench_job_names_an_unknown_or_missing_provider(tiny_model: Path) -> None:
+    args = ["bench", "job", "--model", str(tiny_model), "--problems", "1", "--samples", "1"]
+    args += ["--problems-file", str(SAMPLES), "--max-new-tokens", "2", "--in-process"]
+    result = runner.invoke(app, [*args, "--provider", "tpu"])
+    assert result.exit_code == 1
+    assert "unknown provider 'tpu'" in result.output
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        result = runner.invoke(app, [*args, "--provider", "cuda"])
+        assert result.exit_code == 1
+        assert "provider 'cuda' asked for" in result.output

