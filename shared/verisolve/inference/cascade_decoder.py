@@ -7,6 +7,7 @@ feeds one token per row. Each row's own cache (its question, then its generated 
 a growing numpy buffer [rows, kv_heads, length, head_dim] per layer, in the graph's cache dtype
 (float16 in int8 builds), padded to the longest row and masked; buffers grow in rows and in
 length as rows are admitted and decode, and are never sized for max_new_tokens up front.
+On CUDA (BoundCascadeBatch) the same caches are OrtValues that never leave the device.
 """
 
 from __future__ import annotations
