@@ -246,3 +246,22 @@ def test_a_cascade_graph_of_one_token_per_row_gets_no_batch_engine(
     # The per-problem engine serves such a model, and the log says why.
     assert load_batch_generator(old) is None
     assert "no continuous batching" in caplog.text
+
+
+def test_a_bound_batch_narrows_when_its_long_rows_leave(model_dir: Path) -> None:
+    graph = model_dir / "decoder_cascade.onnx"
+    plain = CascadeDecoder.load(graph, threads=1)
+    bound = CascadeDecoder.load(graph, threads=1, bind=True)
+    rng = np.random.default_rng(4)
+    shared = rng.integers(0, 500, 10).tolist()
+    batches = [plain.open(shared), bound.open(shared)]
+    for question in (rng.integers(0, 500, 90).tolist(), rng.integers(0, 500, 5).tolist()):
+        for batch in batches:
+            batch.admit(batch.prefill(question)[1], 2)
+    tokens = rng.integers(0, 500, 4)
+    for batch in batches:
+        batch.step(tokens)
+        batch.keep(np.array([3, 2]))  # the long question's rows leave
+    assert batches[1].width == 32
+    tokens = rng.integers(0, 500, 2)
+    np.testing.assert_allclose(batches[1].step(tokens), batches[0].step(tokens), atol=ATOL, rtol=0)

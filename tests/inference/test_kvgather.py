@@ -91,3 +91,11 @@ def test_cache_ops_scatter_pad_and_append_as_numpy_does(
         np.testing.assert_array_equal(got.numpy(), np.concatenate([before.numpy(), extra]))
     with pytest.raises(ValueError, match="1 values for a pad of 2"):
         ops.pad(values[:1], 1)
+
+
+def test_cache_ops_narrow_keeps_the_first_positions() -> None:
+    ops = cpu_ops("tensor(float)", 2)
+    arrays = [np.random.default_rng(i).random((2, 3, 9, 4)).astype(np.float32) for i in range(2)]
+    out = ops.narrow([ort.OrtValue.ortvalue_from_numpy(a) for a in arrays], 5)
+    for got, array in zip(out, arrays, strict=True):
+        np.testing.assert_array_equal(got.numpy(), array[:, :, :5])

@@ -363,6 +363,12 @@ class BoundCascadeBatch:
         self.rows = len(rows)
         if not self.rows:
             self.width = 0
+            return
+        # As CascadeBatch: when the longest rows have left, later steps stop reading their padding.
+        narrower = _round_up(int(self.lengths.max()) + 1)
+        if self.width > narrower + LENGTH_CHUNK:
+            self.own = self.decoder.ops().narrow(self.own, narrower)
+            self.width = narrower
 
     def _widen(self, length: int) -> None:
         """Make the buffers at least `length` positions long (padded on the device)."""

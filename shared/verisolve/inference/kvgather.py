@@ -113,7 +113,7 @@ def gather_model(elem_type: int, count: int, rank: int = 4) -> bytes:
 
 
 class CacheOps:
-    """Row gathers, position scatters, padding and row appends of `count` same-dtype tensors
+    """Row gathers, position scatters, padding, cuts and row appends of `count` same-dtype tensors
     (a cache's layers), each op one tiny graph run by ONNX Runtime on the tensors' own device.
 
     Outputs stay on that device (`device`, as IOBinding names it: ("cuda", 0) or ("cpu", 0));
@@ -148,6 +148,9 @@ class CacheOps:
             return layer_op_model("ScatterElements", elem, count, operands, shared, axis=2)
         if op == "pad":
             return layer_op_model("Pad", elem, count, ("in", "pads"), {"pads": (_INT64, 1)})
+        if op == "narrow":
+            cut = {"starts": (_INT64, 1), "ends": (_INT64, 1), "axes": (_INT64, 1)}
+            return layer_op_model("Slice", elem, count, ("in", *cut), cut)
         if op == "concat":
             return layer_op_model("Concat", elem, count, ("in", "more"), axis=0)
         raise ValueError(f"unknown cache op {op!r}")
@@ -214,6 +217,11 @@ class CacheOps:
         pads = np.zeros(8, dtype=np.int64)
         pads[4 + 2] = length
         return self._run("pad", {"in": values}, {"pads": pads})
+
+    def narrow(self, values: Sequence[ort.OrtValue], length: int) -> list[ort.OrtValue]:
+        """Every value cut to its first `length` positions along axis 2."""
+        shared = {"starts": np.zeros(1, np.int64), "ends": np.array([length], np.int64)}
+        return self._run("narrow", {"in": values}, {**shared, "axes": np.array([2], np.int64)})
 
     def concat(
         self, values: Sequence[ort.OrtValue], more: Sequence[ort.OrtValue | NDArray[Any]]
