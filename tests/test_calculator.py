@@ -234,12 +234,18 @@ def test_hostile_input_is_refused_fast(
     if with_long_inputs:
         request.getfixturevalue("long_inputs")
     runs = 100
-    start = time.perf_counter()
-    for _ in range(runs):
-        with pytest.raises(CalculatorError):
-            evaluate(expr)
-    # A generous bound: refusals take microseconds; the test machine is shared and slow.
-    assert (time.perf_counter() - start) / runs < 1e-3
+
+    def seconds_per_refusal() -> float:
+        start = time.perf_counter()
+        for _ in range(runs):
+            with pytest.raises(CalculatorError):
+                evaluate(expr)
+        return (time.perf_counter() - start) / runs
+
+    # A generous bound: refusals take microseconds, evaluating these would take seconds or
+    # never end. The best of three rounds, so that a pause of the shared test machine (once
+    # 0.8 s inside one round) is not counted as the calculator's time.
+    assert min(seconds_per_refusal() for _ in range(3)) < 1e-3
 
 
 def test_normal_input_takes_microseconds() -> None:
