@@ -9,14 +9,20 @@ import pytest
 from verisolve.inference.kvgather import CacheOps, RowGather, gather_model
 
 
-def cpu_gather(elem_type: str, count: int) -> RowGather:
-    return RowGather(
+def cpu_ops(elem_type: str, count: int, kind: type[CacheOps] = CacheOps) -> CacheOps:
+    return kind(
         elem_type,
         count,
         providers=["CPUExecutionProvider"],
         provider_options=[{}],
         device=("cpu", 0),
     )
+
+
+def cpu_gather(elem_type: str, count: int) -> RowGather:
+    gather = cpu_ops(elem_type, count, RowGather)
+    assert isinstance(gather, RowGather)
+    return gather
 
 
 @pytest.mark.parametrize(
@@ -51,16 +57,6 @@ def test_gather_checks_its_inputs() -> None:
     value = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, 1, 1, 1), np.float32))
     with pytest.raises(ValueError, match="1 values for a gather of 2"):
         gather([value], np.zeros(1, dtype=np.int64))
-
-
-def cpu_ops(elem_type: str, count: int) -> CacheOps:
-    return CacheOps(
-        elem_type,
-        count,
-        providers=["CPUExecutionProvider"],
-        provider_options=[{}],
-        device=("cpu", 0),
-    )
 
 
 @pytest.mark.parametrize(

@@ -153,15 +153,13 @@ class CascadeDecoder:
     def ops(self) -> CacheOps:
         """The cache ops on this session's device (built on first use)."""
         if self._ops is None:
-            providers = self.session.get_providers()
-            self._ops = CacheOps(
-                self.own_type,
-                len(self.own_names),
-                providers=providers,
-                provider_options=[self.session.get_provider_options()[p] for p in providers],
-                device=self.device,
-            )
+            self._ops = CacheOps.on_session(self.session, self.own_type, len(self.own_names))
         return self._ops
+
+    def upload(self, arrays: Sequence[NDArray[Any]]) -> list[ort.OrtValue]:
+        """Copies of host arrays on this session's device."""
+        device_type, device_id = self.device
+        return [ort.OrtValue.ortvalue_from_numpy(a, device_type, device_id) for a in arrays]
 
     def open(self, shared_ids: Sequence[int]) -> CascadeBatch | BoundCascadeBatch:
         """An empty batch whose rows attend to the cache of `shared_ids`."""
@@ -171,9 +169,7 @@ class CascadeDecoder:
         key = tuple(shared_ids)
         bound = self._bound_shared.get(key)
         if bound is None:
-            device_type, device_id = self.device
-            bound = [ort.OrtValue.ortvalue_from_numpy(a, device_type, device_id) for a in prefix]
-            self._bound_shared[key] = bound
+            bound = self._bound_shared[key] = self.upload(prefix)
         return BoundCascadeBatch(self, bound, len(shared_ids))
 
 
@@ -321,8 +317,7 @@ class BoundCascadeBatch:
         if self.rows:
             self.own = decoder.ops().concat(self.own, blocks)
         else:
-            device_type, device_id = decoder.device
-            self.own = [ort.OrtValue.ortvalue_from_numpy(b, device_type, device_id) for b in blocks]
+            self.own = decoder.upload(blocks)
         self.lengths = np.concatenate([self.lengths, np.full(count, prompt.length, np.int64)])
         self.rows += count
 

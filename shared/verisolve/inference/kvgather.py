@@ -9,11 +9,13 @@ needs no `onnx` package.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
+
+from verisolve.inference.providers import session_device
 
 # ONNX TensorProto.DataType codes of the cache dtypes ONNX Runtime reports.
 ELEM_TYPES = {
@@ -137,6 +139,19 @@ class CacheOps:
         self._provider_options = list(provider_options)
         self._device = device
         self._sessions: dict[str, ort.InferenceSession] = {}
+
+    @classmethod
+    def on_session(cls, session: ort.InferenceSession, elem_type: str, count: int) -> Self:
+        """The ops on a decoder session's own providers (and options) and device."""
+        providers = session.get_providers()
+        options = session.get_provider_options()
+        return cls(
+            elem_type,
+            count,
+            providers=providers,
+            provider_options=[options[p] for p in providers],
+            device=session_device(session),
+        )
 
     def _model(self, op: str) -> bytes:
         elem, count = self._elem, self._count

@@ -130,14 +130,8 @@ class OnnxDecoder:
     def gather(self) -> RowGather:
         """The row-gather graph on this session's device (built on first use)."""
         if self._gather is None:
-            self._gather = RowGather(
-                self.layout.elem_type,
-                len(self.layout.past_names),
-                providers=self.session.get_providers(),
-                provider_options=[
-                    self.session.get_provider_options()[p] for p in self.session.get_providers()
-                ],
-                device=self.device,
+            self._gather = RowGather.on_session(
+                self.session, self.layout.elem_type, len(self.layout.past_names)
             )
         return self._gather
 

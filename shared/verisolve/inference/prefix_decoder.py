@@ -114,14 +114,8 @@ class PrefixDecoder:
     def gather(self) -> RowGather:
         """The row-gather graph for the suffix caches, on the session's device."""
         if self._gather is None:
-            providers = self.step_session.get_providers()
-            options = self.step_session.get_provider_options()
-            self._gather = RowGather(
-                self.layout.elem_type,
-                len(self.suffix_names),
-                providers=providers,
-                provider_options=[options[p] for p in providers],
-                device=self.device,
+            self._gather = RowGather.on_session(
+                self.step_session, self.layout.elem_type, len(self.suffix_names)
             )
         return self._gather
 
