@@ -20,7 +20,7 @@ def job(
     model: Annotated[
         str | None, typer.Option(help="Model name or directory (default: the default generator).")
     ] = None,
-    problems: Annotated[int, typer.Option(min=1, help="How many problems (P).")] = 16,
+    problems: Annotated[int, typer.Option(min=1, help="How many problems (P).")] = 64,
     problems_file: Annotated[
         Path | None,
         typer.Option(

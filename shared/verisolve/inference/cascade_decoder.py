@@ -7,7 +7,9 @@ feeds one token per row. Each row's own cache (its question, then its generated 
 a growing numpy buffer [rows, kv_heads, length, head_dim] per layer, in the graph's cache dtype
 (float16 in int8 builds), padded to the longest row and masked; buffers grow in rows and in
 length as rows are admitted and decode, and are never sized for max_new_tokens up front.
-On CUDA (BoundCascadeBatch) the same caches are OrtValues that never leave the device.
+On CUDA (BoundCascadeBatch) the same caches are OrtValues that never leave the device. A batch
+may pin one problem's question into the shared prefix while only that problem's rows run (see
+`_Pinning`).
 """
 
 from __future__ import annotations
@@ -170,18 +172,76 @@ class CascadeDecoder:
         bound = self._bound_shared.get(key)
         if bound is None:
             bound = self._bound_shared[key] = self.upload(prefix)
-        return BoundCascadeBatch(self, bound, len(shared_ids))
+        return BoundCascadeBatch(self, prefix, len(shared_ids), bound)
+
+    def no_question(self) -> QuestionCache:
+        """The cache rows of a pinned question start with: nothing of their own yet."""
+        arrays = tuple(self.empty(self.own_dtype) for _ in self.own_names)
+        return QuestionCache(arrays, 0)
 
 
-class CascadeBatch:
+class _Pinning:
+    """The shared prefix a batch's rows attend to: the exemplars, or the exemplars and one pinned
+    question (see BatchDecoding.pin). Pinned, the question's keys and values are read once per
+    step for all rows, as the per-problem engine reads its prompt's, instead of once per row,
+    and rows of equal length need no padding.
+    """
+
+    decoder: CascadeDecoder
+    rows: int
+    prefix_len: int
+
+    def _init_prefix(self, host: list[NDArray[Any]], length: int) -> None:
+        self._host = host
+        self._base_len = length
+        self.prefix_len = length
+        self.pinned: QuestionCache | None = None
+
+    def pin(self, prompt: object | None) -> None:
+        """Pin a prefilled question into the shared prefix, or unpin (None); rows must be 0."""
+        if self.rows:
+            raise ValueError("a batch is pinned or unpinned only while it holds no rows")
+        if prompt is None:
+            self._set_prefix(None, self._base_len)
+            self.pinned = None
+            return
+        question = _question(prompt)
+        joined = [
+            np.concatenate([past, array.astype(past.dtype)], axis=2)
+            for past, array in zip(self._host, question.arrays, strict=True)
+        ]
+        self._set_prefix(joined, self._base_len + question.length)
+        self.pinned = question
+
+    def _set_prefix(self, host: list[NDArray[Any]] | None, length: int) -> None:
+        """Feed `host` (None: the exemplars alone) as the prefix, `length` tokens long."""
+        raise NotImplementedError
+
+    def _admitted(self, prompt: object) -> QuestionCache:
+        """What admitted rows of `prompt` start their own caches with."""
+        question = _question(prompt)
+        if self.pinned is None:
+            return question
+        if question is not self.pinned:
+            raise ValueError("rows of another question cannot join a batch pinned to one")
+        return self.decoder.no_question()
+
+
+def _question(prompt: object) -> QuestionCache:
+    if not isinstance(prompt, QuestionCache):
+        raise TypeError(f"admit takes what this batch's prefill returned, not {prompt!r}")
+    return prompt
+
+
+class CascadeBatch(_Pinning):
     """Rows of many problems: the shared prefix once, each row's own cache in growing buffers."""
 
     def __init__(
         self, decoder: CascadeDecoder, prefix: list[NDArray[Any]], prefix_len: int
     ) -> None:
         self.decoder = decoder
+        self._init_prefix(prefix, prefix_len)
         self.prefix = dict(zip(decoder.prefix_names, prefix, strict=True))
-        self.prefix_len = prefix_len
         self.rows = 0
         self.lengths = np.zeros(0, dtype=np.int64)
         self.own = [decoder.empty(decoder.own_dtype, 0) for _ in decoder.own_names]
@@ -190,14 +250,16 @@ class CascadeBatch:
         """Run a question after the shared prefix: its last logits and its cache."""
         if not question_ids:
             raise ValueError("empty question: the prompt adds nothing after the shared prefix")
-        prefix = list(self.prefix.values())
-        logits, fed = self.decoder.feed(list(question_ids), prefix, self.prefix_len)
+        logits, fed = self.decoder.feed(list(question_ids), self._host, self._base_len)
         return logits, QuestionCache(tuple(fed), len(question_ids))
+
+    def _set_prefix(self, host: list[NDArray[Any]] | None, length: int) -> None:
+        self.prefix = dict(zip(self.decoder.prefix_names, host or self._host, strict=True))
+        self.prefix_len = length
 
     def admit(self, prompt: object, count: int) -> None:
         """Append `count` rows that continue the prompt's question (no token fed yet)."""
-        if not isinstance(prompt, QuestionCache):
-            raise TypeError(f"admit takes what this batch's prefill returned, not {prompt!r}")
+        prompt = self._admitted(prompt)
         first, end = self.rows, self.rows + count
         self._reserve(end, prompt.length)
         for buffer, array in zip(self.own, prompt.arrays, strict=True):
@@ -274,7 +336,7 @@ def _round_up(length: int) -> int:
     return -(-length // LENGTH_CHUNK) * LENGTH_CHUNK
 
 
-class BoundCascadeBatch:
+class BoundCascadeBatch(_Pinning):
     """CascadeBatch's rows with every cache an OrtValue on the session's device (IOBinding).
 
     The GPU path: the shared prefix is uploaded once, and each row's own cache never leaves the
@@ -285,11 +347,15 @@ class BoundCascadeBatch:
     """
 
     def __init__(
-        self, decoder: CascadeDecoder, prefix: list[ort.OrtValue], prefix_len: int
+        self,
+        decoder: CascadeDecoder,
+        host: list[NDArray[Any]],
+        prefix_len: int,
+        prefix: list[ort.OrtValue],
     ) -> None:
         self.decoder = decoder
-        self.prefix = prefix
-        self.prefix_len = prefix_len
+        self._init_prefix(host, prefix_len)
+        self._bound_base = self.prefix = prefix
         self.rows = 0
         self.width = 0
         self.lengths = np.zeros(0, dtype=np.int64)
@@ -299,14 +365,19 @@ class BoundCascadeBatch:
         """Run a question after the shared prefix: its last logits and its cache (on the host)."""
         if not question_ids:
             raise ValueError("empty question: the prompt adds nothing after the shared prefix")
-        logits, fed = self.decoder.feed(list(question_ids), self.prefix, self.prefix_len)
+        logits, fed = self.decoder.feed(list(question_ids), self._bound_base, self._base_len)
         return logits, QuestionCache(tuple(fed), len(question_ids))
+
+    def _set_prefix(self, host: list[NDArray[Any]] | None, length: int) -> None:
+        # A pinned prefix is uploaded once per pinned question (the exemplars' copy is kept).
+        self.prefix = self._bound_base if host is None else self.decoder.upload(host)
+        self.prefix_len = length
 
     def admit(self, prompt: object, count: int) -> None:
         """Append `count` rows that continue the prompt's question (no token fed yet)."""
-        if not isinstance(prompt, QuestionCache):
-            raise TypeError(f"admit takes what this batch's prefill returned, not {prompt!r}")
-        self._widen(prompt.length)
+        prompt = self._admitted(prompt)
+        # At least one position: rows of a pinned question start with none of their own.
+        self._widen(max(prompt.length, 1))
         decoder = self.decoder
         shape = (count, decoder.kv_heads, self.width, decoder.head_dim)
         blocks = []
