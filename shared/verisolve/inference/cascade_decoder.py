@@ -228,8 +228,9 @@ class _Pinning:
 
 
 def _question(prompt: object) -> QuestionCache:
+    """`admit` and `pin` take what a batch's `prefill` returned."""
     if not isinstance(prompt, QuestionCache):
-        raise TypeError(f"admit takes what this batch's prefill returned, not {prompt!r}")
+        raise TypeError(f"admit and pin take what this batch's prefill returned, not {prompt!r}")
     return prompt
 
 
@@ -254,7 +255,8 @@ class CascadeBatch(_Pinning):
         return logits, QuestionCache(tuple(fed), len(question_ids))
 
     def _set_prefix(self, host: list[NDArray[Any]] | None, length: int) -> None:
-        self.prefix = dict(zip(self.decoder.prefix_names, host or self._host, strict=True))
+        chosen = self._host if host is None else host
+        self.prefix = dict(zip(self.decoder.prefix_names, chosen, strict=True))
         self.prefix_len = length
 
     def admit(self, prompt: object, count: int) -> None:
