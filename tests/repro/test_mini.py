@@ -29,7 +29,12 @@ def test_smoke_run_goes_through_every_stage_and_resumes(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     models = out / "state" / "models"
     assert Manifest.load(models / "mini-gen").kind == "generator"
-    assert Manifest.load(models / "mini-ver").kind == "verifier"
+    assert Manifest.load(models / "mini-ver-base").kind == "generator"
+    verifier = Manifest.load(models / "mini-ver")
+    assert verifier.kind == "verifier"
+    hyper = (verifier.training or {})["hyperparameters"]
+    assert hyper["likelihood_features"] is True
+    assert (verifier.training or {})["base"]["model"] == "mini-ver-base"
     engine = sa.create_engine(f"sqlite:///{out / 'state' / 'verisolve.db'}")
     with engine.connect() as connection:
         jobs = dict(connection.execute(sa.text("SELECT name, status FROM jobs")).all())
@@ -61,7 +66,10 @@ def test_the_verifiers_problems_are_new_to_the_generator_unless_smoke(
 
     from verisolve.repro.mini import SMOKE, Run, stage_data
 
-    sizes = replace(SMOKE, gen_problems=30, ver_problems=12, test_problems=5, ver_unseen=unseen)
+    sizes = replace(
+        SMOKE, gen_problems=30, ver_problems=12, test_problems=5, ver_unseen=unseen,
+        ver_base_problems=50,
+    )  # fmt: skip
     stage_data(Run(tmp_path, sizes, say=lambda _: None))
 
     def questions(name: str) -> list[str]:
@@ -75,4 +83,10 @@ def test_the_verifiers_problems_are_new_to_the_generator_unless_smoke(
         assert not set(train) & set(verifier)
     else:
         assert verifier == train[:12]
+    # The verifier's starting model learns from the generator's problems and new ones only.
+    base = questions("verifier-base-train.jsonl")
+    assert len(base) == 50
+    assert base[:30] == train
+    assert not set(base) & (set(verifier) - set(train))
+    assert not set(base) & set(questions("test.jsonl"))
     assert not (tmp_path / "train-pool.jsonl").exists()

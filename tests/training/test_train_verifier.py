@@ -89,7 +89,7 @@ def test_shuffled_labels_teach_nothing(tiny_base: Path, tmp_path: Path) -> None:
     assert last_epoch(manifest)["auroc"] <= 0.65
 
 
-@pytest.mark.parametrize("form", ["token", "sequence"])
+@pytest.mark.parametrize("form", ["token", "sequence", "token-likelihood"])
 def test_exported_scores_equal_torch(tiny_base: Path, tmp_path: Path, form: str) -> None:
     import torch
 
@@ -101,21 +101,61 @@ def test_exported_scores_equal_torch(tiny_base: Path, tmp_path: Path, form: str)
 
     candidates = load_candidate_file(write_candidates(tmp_path / "c.jsonl", 6)).candidates
     base = resolve_base(str(tiny_base))
-    options = VerifierOptions(score_form=form)
+    likelihood = form == "token-likelihood"
+    form = form.removesuffix("-likelihood")
+    options = VerifierOptions(score_form=form, likelihood_features=likelihood)
     torch.manual_seed(3)
-    net = build_verifier(tiny_base, form, with_lm=True, dropout=0.0).eval()
+    net = build_verifier(tiny_base, form, with_lm=True, dropout=0.0, likelihood=likelihood)
+    net.eval()
     with torch.no_grad():  # a head that spreads the scores, so equality means something
         net.classifier.score.weight.mul_(40.0)
+        if likelihood:  # and a likelihood head that reads every feature
+            net.likelihood.weight.copy_(torch.tensor([[0.2, 0.5, 0.1, -0.02]]))
+            net.likelihood.bias.fill_(4.0)
     examples = _tokenise(base, candidates, options)
     pad = int(net.classifier.config.pad_token_id)
     with torch.no_grad():
         expected = VerifierTask(examples, [], [], pad, options).scores(net, examples)
-    publish_verifier(net.classifier, base, "exported", {}, options, tmp_path / "work")
+    publish_verifier(net, base, "exported", {}, options, tmp_path / "work")
     verifier = Verifier.load(get_settings().models_path / "exported")
     texts = [verifier_text(base.prompt, c.question, c.completion) for c in candidates]
-    got = [s.score for s in verifier.score_texts(texts)]
+    prefixes = [len(base.prompt.render(c.question)) for c in candidates]
+    got = [s.score for s in verifier.score_texts(texts, prefixes)]
     assert max(expected) - min(expected) > 0.05
     assert got == pytest.approx(expected, abs=1e-4)
+    one = candidates[0]
+    assert verifier.score(one.question, [one.completion])[0].score == pytest.approx(got[0])
+    assert verifier.needs_prefixes is likelihood
+    if likelihood:
+        with pytest.raises(ValueError, match="prompt length"):
+            verifier.score_texts(texts)
+
+
+def test_likelihood_features_train_and_score(tiny_base: Path, tmp_path: Path) -> None:
+    data = write_candidates(tmp_path / "c.jsonl", 40)
+    manifest = train(
+        "--candidates", str(data), "--base", str(tiny_base), "--name", "likely",
+        "--likelihood-features", "--val-fraction", "0.25", *FAST,
+    )  # fmt: skip
+    training = manifest.training or {}
+    assert training["hyperparameters"]["likelihood_features"] is True
+    assert last_epoch(manifest)["problems"] == 10
+    out = tmp_path / "scored.jsonl"
+    result = runner.invoke(app, ["score", str(data), "--verifier", "likely", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 160
+    assert all(0 <= r["score"] <= 1 and r["token_values"] for r in rows)
+
+
+def test_likelihood_features_need_the_token_form(tiny_base: Path, tmp_path: Path) -> None:
+    data = write_candidates(tmp_path / "c.jsonl", 8)
+    result = runner.invoke(app, [
+        "train", "verifier", "--candidates", str(data), "--base", str(tiny_base),
+        "--name", "nope", "--likelihood-features", "--score-form", "sequence", *FAST,
+    ])  # fmt: skip
+    assert result.exit_code != 0
+    assert "--likelihood-features needs --score-form token" in result.output
 
 
 def test_the_ranking_loss_alone_teaches_the_order_within_problems(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import pytest
 
@@ -53,3 +54,37 @@ def test_the_ranking_loss_sums_each_problems_pairs() -> None:
     assert count_targets(rows)["pairs"] == 3
     # A problem whose candidates are all right (or all wrong) has no pairs.
     assert float(ranking_loss(scores[:1], labels[:1], groups[:1])) == 0.0
+
+
+def test_the_lm_loss_on_right_candidates_counts_and_uses_their_tokens_only() -> None:
+    import torch
+
+    from verisolve.training.batching import collate
+    from verisolve.training.verifier import VerifierOptions, VerifierTask
+
+    rows = [Example((1, 2, 3, 4), 2, 1.0, 0), Example((1, 2, 5, 6, 7), 2, 0.0, 0)]
+    assert count_targets(rows)["lm"] == 5
+    assert count_targets(rows, "right")["lm"] == 2
+
+    class Net(torch.nn.Module):
+        """Values 0; the LM logits favour token 3 at every solution target."""
+
+        def forward(self, ids: Any, mask: Any, solution: Any, with_lm: bool) -> Any:
+            targets_at = solution[:, 1:]
+            logits = torch.zeros(int(targets_at.sum()), 8)
+            logits[:, 3] = 5.0
+            return torch.zeros(ids.shape), logits, ids[:, 1:][targets_at]
+
+    batch = collate(rows, 0)
+    losses = {}
+    for lm_on in ("all", "right"):
+        options = VerifierOptions(lm_on=lm_on, value_weight=1e-9)
+        task = VerifierTask(rows, [], [], 0, options)
+        losses[lm_on] = float(task.loss(Net(), batch, count_targets(rows, lm_on)))
+    # Right row: targets 3, 4 (one favoured); the wrong row's targets 5, 6, 7 are not.
+    log_z = math.log(math.exp(5.0) + 7)
+    right = ((log_z - 5.0) + log_z) / 2
+    assert losses["right"] == pytest.approx(right, rel=1e-5)
+    assert losses["all"] == pytest.approx(((log_z - 5.0) + 4 * log_z) / 5, rel=1e-5)
+    with pytest.raises(ValueError, match="--lm-on"):
+        VerifierOptions(lm_on="wrong")

@@ -40,6 +40,20 @@ def mini(
     test_samples: Annotated[
         int | None, typer.Option(min=1, help="Samples per test problem (N).")
     ] = None,
+    ver_base_problems: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Problems the verifier's starting model is trained on (0: the verifier "
+            "starts from the generator, as in the paper).",
+        ),
+    ] = None,
+    likelihood_features: Annotated[
+        bool | None,
+        typer.Option(
+            help="The verifier's value also reads its LM's log-probabilities of the solution."
+        ),
+    ] = None,
 ) -> None:
     """Synthetic data → a Llama from scratch → train generator → sample → train verifier → solve.
 
@@ -58,6 +72,8 @@ def mini(
         "train_samples": train_samples,
         "test_problems": test_problems,
         "test_samples": test_samples,
+        "ver_base_problems": ver_base_problems,
+        "ver_likelihood": likelihood_features,
     }
     sizes = replace(sizes, **{k: v for k, v in given.items() if v is not None})
     run = Run(out.resolve(), sizes, seed, say=lambda line: console.print(line, style="bold"))

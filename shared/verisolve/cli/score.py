@@ -91,7 +91,8 @@ def _score_chunk(scorer: Any, chunk: list[dict[str, Any]]) -> list[Any]:
 
     prompt = scorer.manifest.prompt
     texts = [verifier_text(prompt, o["question"], o["completion"]) for o in chunk]
-    return list(scorer.score_texts(texts))
+    prefixes = [len(prompt.render(o["question"])) for o in chunk]
+    return list(scorer.score_texts(texts, prefixes))
 
 
 def score(

@@ -36,6 +36,13 @@ class ScoreForm(enum.StrEnum):
     SEQUENCE = "sequence"
 
 
+class LmOn(enum.StrEnum):
+    """Which candidates a verifier's LM loss learns from."""
+
+    ALL = "all"
+    RIGHT = "right"
+
+
 class Precision(enum.StrEnum):
     """Arithmetic of the training run."""
 
@@ -235,6 +242,21 @@ def verifier(
     value_weight: Annotated[
         float, typer.Option(min=0.0, help="Weight of the value loss (MSE per token, or BCE).")
     ] = 1.0,
+    likelihood_features: Annotated[
+        bool,
+        typer.Option(
+            help="Token form: the value also reads each solution token's log-probability "
+            "under the verifier's LM head (and their running mean, minimum and count of "
+            "unlikely tokens), starting as a ranking by mean log-probability.",
+        ),
+    ] = False,
+    lm_on: Annotated[
+        LmOn,
+        typer.Option(
+            help="Candidates the LM loss learns from: all (the paper's), or the right ones "
+            "only (an LM of right solutions, for --likelihood-features).",
+        ),
+    ] = LmOn.ALL,
     dropout: DropoutOpt = 0.0,
     val_fraction: ValOpt = 0.1,
     batch_tokens: BatchOpt = 4096,
@@ -266,6 +288,8 @@ def verifier(
             lm_weight=lm_weight,
             rank_weight=rank_weight,
             value_weight=value_weight,
+            likelihood_features=likelihood_features,
+            lm_on=str(lm_on),
             dropout=dropout,
             val_fraction=val_fraction,
             max_length=max_length,

@@ -11,6 +11,10 @@ manifest's pad id: under causal attention a real token never sees the padding af
 sequence-form graph exported from transformers reads each row at its last token that differs from
 that id. A text longer than the model's limit loses tokens from the left, so the question's start
 goes first and the completion's end, where the score is read, is always kept.
+
+A graph that also reads the solution's likelihood (`train verifier --likelihood-features`) takes
+a `solution_mask` input as well: 1 from the completion's first token on, found by the tokens'
+character offsets against the rendered prompt's length, as training finds it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from verisolve.modelstore.manifest import Manifest, PromptSpec
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 32
+# The likelihood-reading graph's extra input (see verisolve.modelstore.likelihood_graph).
+SOLUTION_MASK = "solution_mask"
 DEFAULT_MAX_BATCH_TOKENS = 16384
 
 
@@ -52,6 +58,14 @@ def verifier_text(prompt: PromptSpec, question: str, completion: str) -> str:
     if not rendered or rendered[-1].isspace():
         return rendered + body
     return f"{rendered} {body}"
+
+
+def solution_start(offsets: Sequence[tuple[int, int]], prefix_chars: int) -> int:
+    """Index of the first token that ends past the prompt's characters (the solution's first)."""
+    return next(
+        (i for i, (_, end) in enumerate(offsets) if end > prefix_chars and end > 0),
+        len(offsets),
+    )
 
 
 def plan_batches(
@@ -142,19 +156,44 @@ class Verifier:
     def score(self, question: str, completions: Sequence[str]) -> list[VerifierScore]:
         """Scores of one question's candidate completions, in their order."""
         prompt = self.manifest.prompt
-        return self.score_texts([verifier_text(prompt, question, c) for c in completions])
+        texts = [verifier_text(prompt, question, c) for c in completions]
+        return self.score_texts(texts, [len(prompt.render(question))] * len(texts))
 
-    def score_texts(self, texts: Sequence[str]) -> list[VerifierScore]:
-        """Scores of whole texts (prompt and completion already joined), in their order."""
+    @property
+    def needs_prefixes(self) -> bool:
+        """Whether the graph reads where each solution starts (a likelihood-reading graph)."""
+        return SOLUTION_MASK in self._input_names
+
+    def score_texts(
+        self, texts: Sequence[str], prefix_chars: Sequence[int] | None = None
+    ) -> list[VerifierScore]:
+        """Scores of whole texts (prompt and completion already joined), in their order.
+
+        `prefix_chars`: per text, the length of its rendered prompt; needed by a graph that
+        reads the solution's likelihood (`needs_prefixes`), ignored otherwise.
+        """
+        if self.needs_prefixes and prefix_chars is None:
+            raise ValueError(
+                f"verifier {self.manifest.name!r} reads the solution's likelihood: "
+                "give each text's prompt length (prefix_chars)"
+            )
+        if prefix_chars is not None and len(prefix_chars) != len(texts):
+            raise ValueError(f"{len(prefix_chars)} prompt lengths for {len(texts)} texts")
         encodings = self._tokenizer.encode_batch(list(texts)) if texts else []
         rows: list[list[int]] = [e.ids for e in encodings]
         for position, row in enumerate(rows):
             if not row:
                 raise ValueError(f"text {position} encodes to no tokens: nothing to score")
+        starts = (
+            [solution_start(e.offsets, n) for e, n in zip(encodings, prefix_chars, strict=True)]
+            if self.needs_prefixes and prefix_chars is not None
+            else None
+        )
         scores: list[VerifierScore | None] = [None] * len(rows)
         lengths = [len(r) for r in rows]
         for batch in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens):
-            values = self._run([rows[i] for i in batch])
+            batch_starts = [starts[i] for i in batch] if starts is not None else None
+            values = self._run([rows[i] for i in batch], batch_starts)
             for index, row_values in zip(batch, values, strict=True):
                 scores[index] = VerifierScore(
                     score=float(row_values[-1]),
@@ -168,7 +207,9 @@ class Verifier:
                 )
         return [s for s in scores if s is not None]
 
-    def _run(self, rows: list[list[int]]) -> list[NDArray[np.float64]]:
+    def _run(
+        self, rows: list[list[int]], starts: list[int] | None = None
+    ) -> list[NDArray[np.float64]]:
         """One right-padded batch through the graph: per row, the probabilities it yields."""
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
@@ -177,6 +218,11 @@ class Verifier:
             ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask}
+        if starts is not None:
+            solution = np.zeros_like(mask)
+            for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+                solution[i, start : len(row)] = 1
+            feeds[SOLUTION_MASK] = solution
         if "position_ids" in self._input_names:
             feeds["position_ids"] = np.tile(np.arange(width, dtype=np.int64), (len(rows), 1))
         (logits,) = self._session.run([self._output], feeds)

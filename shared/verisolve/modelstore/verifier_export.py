@@ -6,6 +6,9 @@ Two forms, both one logit whose sigmoid is the probability that a solution is co
 - "token": the paper's token-level value head (`*ForTokenClassification`): a logit after every
   token, the last one selecting. optimum's task table lacks `token-classification` for decoder
   models, so that graph goes through optimum's `export` with the architecture's own ONNX config.
+  A token-form checkpoint with a likelihood head beside it (`train verifier
+  --likelihood-features`, see likelihood_graph) is exported with torch's exporter instead: its
+  graph also takes `solution_mask`.
 
 Needs the export extra (torch, transformers, optimum-onnx); running the result does not.
 """
@@ -16,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
+from verisolve.inference.verifier import SOLUTION_MASK
 from verisolve.modelstore.export import (
     ExportError,
     atomic_model_dir,
@@ -26,6 +30,7 @@ from verisolve.modelstore.export import (
     quantize_int8,
     read_config,
 )
+from verisolve.modelstore.likelihood_graph import LIKELIHOOD_FILE
 from verisolve.modelstore.manifest import Manifest, PromptSpec
 
 logger = logging.getLogger(__name__)
@@ -62,6 +67,8 @@ def export_verifier(
     with atomic_model_dir(out_dir, overwrite=overwrite) as stage:
         if score_form == "sequence":
             _export_sequence(hf_dir, stage, pad_id)
+        elif (hf_dir / LIKELIHOOD_FILE).is_file():
+            _export_token_likelihood(hf_dir, stage)
         else:
             _export_token(hf_dir, stage)
         copy_tokenizer(hf_dir, stage)
@@ -164,3 +171,60 @@ def _export_token(hf_dir: Path, stage: Path) -> None:
         atol = atol.get("text-classification", 1e-4)
     validate_model_outputs(onnx_config, model, path, outputs, atol=atol, use_subprocess=False)
     model.config.save_pretrained(str(stage))
+
+
+def _export_token_likelihood(hf_dir: Path, stage: Path) -> None:
+    """The likelihood-reading token graph, checked against PyTorch on a padded batch."""
+    import numpy as np
+    import onnxruntime as ort
+    import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs)
+    import torch
+    from optimum.exporters.tasks import TasksManager
+
+    from verisolve.modelstore.likelihood_graph import load_graph_module
+
+    module = load_graph_module(hf_dir)
+    constructor = TasksManager.get_exporter_config_constructor(
+        exporter="onnx",
+        model_type=module.classifier.config.model_type,
+        task="text-classification",
+        library_name="transformers",
+    )
+    # optimum's patches make the architecture traceable (its attention masks among them).
+    patcher = constructor(module.classifier.config, task="token-classification")
+    vocab = int(module.classifier.config.vocab_size)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (2, 12), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    solution = torch.zeros_like(ids)
+    solution[0, 5:] = 1
+    solution[1, 4:9] = 1
+    path = stage / GRAPH_FILE
+    names = ["input_ids", "attention_mask", SOLUTION_MASK]
+    with torch.no_grad(), patcher.patch_model_for_export(module.classifier):
+        torch.onnx.export(
+            module,
+            (ids, mask, solution),
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={n: {0: "batch", 1: "sequence"} for n in [*names, "logits"]},
+            opset_version=17,
+            dynamo=False,
+        )
+        expected = module(ids, mask, solution).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {
+        "input_ids": ids.numpy(),
+        "attention_mask": mask.numpy(),
+        SOLUTION_MASK: solution.numpy(),
+    }
+    (got,) = session.run(["logits"], feeds)
+    real = mask.numpy().astype(bool)
+    error = float(np.abs(got - expected)[real].max())
+    if error > 1e-3:
+        raise ExportError(
+            f"{hf_dir}: the exported graph's values differ from PyTorch's by {error:g}"
+        )
+    module.classifier.config.save_pretrained(str(stage))

@@ -1,4 +1,9 @@
-"""The torch modules trained here: a verifier (value head and LM head on one trunk), dropout."""
+"""The torch modules trained here: a verifier (value head and LM head on one trunk), dropout.
+
+A token-form verifier can also read the likelihood of its solution (see
+verisolve.modelstore.likelihood_graph): a small linear head on features of its own LM head's
+log-probabilities adds to the value logit.
+"""
 
 from __future__ import annotations
 
@@ -48,14 +53,23 @@ def _verifier_net_class() -> Any:
     import torch
     import torch.nn.functional as f
 
+    from verisolve.modelstore.likelihood_graph import likelihood_features, token_logprobs
+
     class VerifierNet(torch.nn.Module):
         """A classifier (the exported part) with the generator's LM head on the same trunk."""
 
-        def __init__(self, classifier: Any, lm_head: Any | None, score_form: str) -> None:
+        def __init__(
+            self,
+            classifier: Any,
+            lm_head: Any | None,
+            score_form: str,
+            likelihood: Any | None = None,
+        ) -> None:
             super().__init__()
             self.classifier = classifier
             self.lm_head = lm_head
             self.score_form = score_form
+            self.likelihood = likelihood
 
         def lm_weight(self) -> Any:
             """The LM head's weight (the input embedding when the two are tied)."""
@@ -73,6 +87,11 @@ def _verifier_net_class() -> Any:
             if hasattr(self.classifier, "dropout"):
                 head_in = self.classifier.dropout(hidden)
             values = self.classifier.score(head_in).squeeze(-1)
+            if self.likelihood is not None:
+                with torch.no_grad():
+                    logprobs = token_logprobs(hidden, self.lm_weight(), input_ids, solution_mask)
+                features = likelihood_features(logprobs, solution_mask)
+                values = values + self.likelihood(features).squeeze(-1)
             if not with_lm:
                 return values, None, None
             # Position p predicts token p + 1: solution tokens are the targets.
@@ -84,12 +103,19 @@ def _verifier_net_class() -> Any:
     return VerifierNet
 
 
-def build_verifier(hf_dir: Path, score_form: str, *, with_lm: bool, dropout: float) -> Any:
-    """A verifier net initialised from a causal LM's weights; its value head fresh (seeded)."""
+def build_verifier(
+    hf_dir: Path, score_form: str, *, with_lm: bool, dropout: float, likelihood: bool = False
+) -> Any:
+    """A verifier net initialised from a causal LM's weights; its value head fresh (seeded).
+
+    `likelihood` (token form only) adds the likelihood-feature head, which needs the LM head.
+    """
     import copy
 
     import torch
     import transformers
+
+    from verisolve.modelstore.likelihood_graph import likelihood_head
 
     causal = load_causal_lm(hf_dir)
     config = copy.deepcopy(causal.config)
@@ -105,11 +131,14 @@ def build_verifier(hf_dir: Path, score_form: str, *, with_lm: bool, dropout: flo
     )
     classifier = auto.from_config(config)
     classifier.base_model.load_state_dict(causal.base_model.state_dict())
+    if likelihood and score_form != "token":
+        raise ValueError("likelihood features need the token form (a value after every token)")
     lm_head = None
-    if with_lm and not getattr(config, "tie_word_embeddings", False):
+    if (with_lm or likelihood) and not getattr(config, "tie_word_embeddings", False):
         lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         lm_head.weight.data.copy_(causal.get_output_embeddings().weight.data)
-    net = _verifier_net_class()(classifier, lm_head, score_form)
+    head = likelihood_head() if likelihood else None  # after the trunk: same seeds as before
+    net = _verifier_net_class()(classifier, lm_head, score_form, head)
     add_residual_dropout(classifier, dropout)
     return net
 

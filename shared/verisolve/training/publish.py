@@ -95,19 +95,22 @@ def _finish(stage: Path, name: str, training: dict[str, Any]) -> Manifest:
 
 
 def publish_verifier(
-    classifier: Any,
+    net: Any,
     base: BaseModel,
     name: str,
     training: dict[str, Any],
     options: Any,
     work_dir: Path,
 ) -> Manifest:
-    """Export a trained classifier as a verifier, install and register it as `name`."""
+    """Export a trained verifier net as a verifier, install and register it as `name`."""
     from verisolve.modelstore.default import quiet_tools
+    from verisolve.modelstore.likelihood_graph import save_likelihood
     from verisolve.modelstore.verifier_export import export_verifier
     from verisolve.training.modeling import save_hf
 
-    hf_dir = save_hf(classifier, base.hf_dir, work_dir / "hf")
+    hf_dir = save_hf(net.classifier, base.hf_dir, work_dir / "hf")
+    if net.likelihood is not None:
+        save_likelihood(net.likelihood, net.lm_head, hf_dir)
     stage = work_dir / "export"
     with quiet_tools():
         export_verifier(

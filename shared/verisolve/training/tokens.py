@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from verisolve.inference.verifier import verifier_text
+from verisolve.inference.verifier import solution_start, verifier_text
 from verisolve.modelstore.manifest import PromptSpec
 from verisolve.training.batching import Example
 
@@ -37,9 +37,7 @@ def verifier_example(
     if max_length and len(ids) > max_length:
         # As the scorer does: the question's start goes first, the solution's end stays.
         ids, offsets = ids[-max_length:], offsets[-max_length:]
-    start = next(
-        (i for i, (_, end) in enumerate(offsets) if end > prefix_chars and end > 0), len(ids)
-    )
+    start = solution_start(offsets, prefix_chars)
     return Example(tuple(ids), min(start, len(ids) - 1), label, group)
 
 

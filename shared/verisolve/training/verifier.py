@@ -21,6 +21,8 @@ from verisolve.training.metrics import verifier_metrics
 from verisolve.training.publish import provenance, publish_verifier
 from verisolve.training.tokens import load_tokenizer, verifier_example
 
+LM_ON = ("all", "right")
+
 
 @dataclass(frozen=True)
 class VerifierOptions:
@@ -34,12 +36,23 @@ class VerifierOptions:
     # this term rewards only telling a problem's candidates apart, which is what selection uses.
     rank_weight: float = 0.0
     value_weight: float = 1.0  # of the value loss (MSE per token, or BCE per row)
+    # Token form: the value also reads the solution's log-probabilities under the LM head
+    # (see verisolve.training.modeling.likelihood_features).
+    likelihood_features: bool = False
+    # The candidates the LM loss learns from: "all" (the paper's joint objective on the
+    # verifier's data) or "right" ones only, so that the LM head, which the likelihood features
+    # read, learns right solutions and not the generator's slips.
+    lm_on: str = "all"
 
     def __post_init__(self) -> None:
         if self.value_weight <= 0 and self.rank_weight <= 0:
             raise ValueError(
                 "--value-weight and --rank-weight are both 0: no loss would teach the verifier"
             )
+        if self.likelihood_features and self.score_form != "token":
+            raise ValueError("--likelihood-features needs --score-form token")
+        if self.lm_on not in LM_ON:
+            raise ValueError(f"--lm-on {self.lm_on!r}: expected one of {', '.join(LM_ON)}")
 
     dropout: float = 0.0
     val_fraction: float = 0.1
@@ -67,7 +80,7 @@ class VerifierTask:
 
     def counts(self, indices: Sequence[int]) -> dict[str, float]:
         """Rows, solution tokens (value targets), LM targets and ranked pairs of these examples."""
-        return count_targets([self.examples[i] for i in indices])
+        return count_targets([self.examples[i] for i in indices], self.options.lm_on)
 
     def loss(self, model: Any, batch: dict[str, Any], totals: dict[str, float]) -> Any:
         """Value loss (MSE per token, or BCE per row) plus the weighted LM loss."""
@@ -91,6 +104,10 @@ class VerifierTask:
             last = values.gather(1, batch["last"][:, None]).squeeze(1)
             rank = ranking_loss(last, batch["labels"], batch["groups"])
             loss = loss + self.options.rank_weight * rank / totals["pairs"]
+        if with_lm and logits is not None and self.options.lm_on == "right":
+            targets_at = batch["solution_mask"][:, 1:]
+            row_label = batch["labels"][:, None].expand_as(targets_at)[targets_at]
+            logits, targets = logits[row_label >= 0.5], targets[row_label >= 0.5]
         if with_lm and logits is not None and logits.shape[0] > 0:
             lm = f.cross_entropy(logits.float(), targets, reduction="sum")
             loss = loss + self.options.lm_weight * lm / max(totals["lm"], 1.0)
@@ -118,7 +135,7 @@ class VerifierTask:
         """Held-out loss, AUROC overall and within problems, top-1 against the baselines."""
         if not self.val:
             return {}
-        totals = count_targets(self.val)
+        totals = count_targets(self.val, self.options.lm_on)
         device = next(model.parameters()).device
         loss = 0.0
         lengths = [len(e.ids) for e in self.val]
@@ -130,8 +147,11 @@ class VerifierTask:
         return {"loss": loss, **metrics}
 
 
-def count_targets(rows: Sequence[Example]) -> dict[str, float]:
-    """Per loss term, its elements in these rows: rows, solution tokens, LM targets, pairs."""
+def count_targets(rows: Sequence[Example], lm_on: str = "all") -> dict[str, float]:
+    """Per loss term, its elements in these rows: rows, solution tokens, LM targets, pairs.
+
+    `lm_on="right"` counts the LM targets of right candidates only (see VerifierOptions).
+    """
     right: dict[int, int] = {}
     wrong: dict[int, int] = {}
     for e in rows:
@@ -140,7 +160,9 @@ def count_targets(rows: Sequence[Example]) -> dict[str, float]:
     return {
         "rows": float(len(rows)),
         "value": float(sum(e.n_solution for e in rows)),
-        "lm": float(sum(len(e.ids) - max(e.start, 1) for e in rows)),
+        "lm": float(
+            sum(len(e.ids) - max(e.start, 1) for e in rows if lm_on == "all" or e.label >= 0.5)
+        ),
         "pairs": float(sum(n * wrong.get(g, 0) for g, n in right.items())),
     }
 
@@ -193,7 +215,11 @@ def train_verifier(
     check_labels(train_set)
     set_seed(config.seed)
     net = build_verifier(
-        base.hf_dir, options.score_form, with_lm=options.lm_weight > 0, dropout=options.dropout
+        base.hf_dir,
+        options.score_form,
+        with_lm=options.lm_weight > 0,
+        dropout=options.dropout,
+        likelihood=options.likelihood_features,
     )
     pad_id = int(net.classifier.config.pad_token_id)
     task = VerifierTask(
@@ -222,6 +248,6 @@ def train_verifier(
     training = provenance(
         "verifier", dataset.source | counts, base, config, asdict(options), run.epoch_metrics
     )
-    manifest = publish_verifier(trained.classifier, base, name, training, options, run.work_dir)
+    manifest = publish_verifier(trained, base, name, training, options, run.work_dir)
     cleanup(run, True)
     return manifest
