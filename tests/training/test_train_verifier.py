@@ -27,6 +27,15 @@ def train(*args: str) -> Manifest:
     return Manifest.load(get_settings().models_path / name)
 
 
+def score_file(data: Path, verifier: str, out: Path) -> list[dict[str, Any]]:
+    """`verisolve score` on a candidate file; its output lines, each with a score and values."""
+    result = runner.invoke(app, ["score", str(data), "--verifier", verifier, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(0 <= r["score"] <= 1 and r["token_values"] for r in rows)
+    return rows
+
+
 def last_epoch(manifest: Manifest) -> dict[str, Any]:
     assert manifest.training is not None
     return dict(manifest.training["epochs"][-1])
@@ -62,12 +71,8 @@ def test_a_verifier_learns_what_the_text_shows(tiny_base: Path, tmp_path: Path) 
     assert training["seed"] == 0
     assert {"torch", "transformers", "accelerate"} <= set(training["versions"])
     # The registered verifier scores a file at once.
-    out = tmp_path / "scored.jsonl"
-    result = runner.invoke(app, ["score", str(data), "--verifier", "learned", "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = score_file(data, "learned", tmp_path / "scored.jsonl")
     assert len(rows) == 480
-    assert all(0 <= r["score"] <= 1 and r["token_values"] for r in rows)
     assert rows[0]["correct"] in (True, False)  # other fields kept
 
 
@@ -140,12 +145,7 @@ def test_likelihood_features_train_and_score(tiny_base: Path, tmp_path: Path) ->
     training = manifest.training or {}
     assert training["hyperparameters"]["likelihood_features"] is True
     assert last_epoch(manifest)["problems"] == 10
-    out = tmp_path / "scored.jsonl"
-    result = runner.invoke(app, ["score", str(data), "--verifier", "likely", "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 160
-    assert all(0 <= r["score"] <= 1 and r["token_values"] for r in rows)
+    assert len(score_file(data, "likely", tmp_path / "scored.jsonl")) == 160
 
 
 def test_likelihood_features_need_the_token_form(tiny_base: Path, tmp_path: Path) -> None:

@@ -147,23 +147,29 @@ def _export_sequence(hf_dir: Path, stage: Path, pad_id: int) -> None:
     )
 
 
+def _token_onnx_config(config: Any) -> Any:
+    """optimum's ONNX config of the architecture, for the token-classification task."""
+    import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs)
+    from optimum.exporters.tasks import TasksManager
+
+    constructor = TasksManager.get_exporter_config_constructor(
+        exporter="onnx",
+        model_type=config.model_type,
+        task="text-classification",
+        library_name="transformers",
+    )
+    return constructor(config, task="token-classification")
+
+
 def _export_token(hf_dir: Path, stage: Path) -> None:
     """A token-classification graph: optimum's ONNX config of the architecture, other task."""
-    import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs)
     from optimum.exporters.onnx import export, validate_model_outputs
-    from optimum.exporters.tasks import TasksManager
     from transformers import AutoModelForTokenClassification
 
     model = AutoModelForTokenClassification.from_pretrained(str(hf_dir), local_files_only=True)
     model.eval()
     model.config.use_cache = False
-    constructor = TasksManager.get_exporter_config_constructor(
-        exporter="onnx",
-        model_type=model.config.model_type,
-        task="text-classification",
-        library_name="transformers",
-    )
-    onnx_config = constructor(model.config, task="token-classification")
+    onnx_config = _token_onnx_config(model.config)
     path = stage / GRAPH_FILE
     _, outputs = export(model, onnx_config, path)
     atol = onnx_config.ATOL_FOR_VALIDATION
@@ -177,21 +183,13 @@ def _export_token_likelihood(hf_dir: Path, stage: Path) -> None:
     """The likelihood-reading token graph, checked against PyTorch on a padded batch."""
     import numpy as np
     import onnxruntime as ort
-    import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs)
     import torch
-    from optimum.exporters.tasks import TasksManager
 
     from verisolve.modelstore.likelihood_graph import load_graph_module
 
     module = load_graph_module(hf_dir)
-    constructor = TasksManager.get_exporter_config_constructor(
-        exporter="onnx",
-        model_type=module.classifier.config.model_type,
-        task="text-classification",
-        library_name="transformers",
-    )
     # optimum's patches make the architecture traceable (its attention masks among them).
-    patcher = constructor(module.classifier.config, task="token-classification")
+    patcher = _token_onnx_config(module.classifier.config)
     vocab = int(module.classifier.config.vocab_size)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (2, 12), generator=generator)
