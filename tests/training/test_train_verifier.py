@@ -148,6 +148,70 @@ def test_likelihood_features_train_and_score(tiny_base: Path, tmp_path: Path) ->
     assert len(score_file(data, "likely", tmp_path / "scored.jsonl")) == 160
 
 
+def test_the_likelihood_head_learns_at_its_own_rate(tiny_base: Path, tmp_path: Path) -> None:
+    from verisolve.modelstore.likelihood_graph import LIKELIHOOD_FEATURES, LIKELIHOOD_PRIOR
+
+    data = write_candidates(tmp_path / "c.jsonl", 40)
+    moved = {}
+    for name, extra in (("same", []), ("own", ["--likelihood-learning-rate", "0.3"])):
+        manifest = train(
+            "--candidates", str(data), "--base", str(tiny_base), "--name", name,
+            "--likelihood-features", "--val-fraction", "0.25", *FAST, *extra,
+        )  # fmt: skip
+        training = manifest.training or {}
+        assert training["hyperparameters"]["likelihood_lr"] == (0.3 if extra else None)
+        head = training["likelihood_head"]
+        assert set(head) == {*LIKELIHOOD_FEATURES, "bias"}
+        weights = [head[f] for f in LIKELIHOOD_FEATURES]
+        moved[name] = max(abs(w - p) for w, p in zip(weights, LIKELIHOOD_PRIOR, strict=True))
+    # Adam moves a weight by about its learning rate per step: 3e-3 against 0.3.
+    assert moved["own"] > 10 * moved["same"]
+
+
+def test_without_the_value_head_the_likelihood_head_scores_alone(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    from verisolve.training.modeling import build_verifier
+
+    net = build_verifier(
+        tiny_base, "token", with_lm=True, dropout=0.0, likelihood=True, likelihood_lr=0.1,
+        value_head=False,
+    )  # fmt: skip
+    frozen = list(net.classifier.score.parameters())
+    assert all(not p.requires_grad and not p.any() for p in frozen)
+    groups = net.param_groups(1e-4)
+    assert [g.get("lr") for g in groups] == [None, 0.1]
+    assert not any(p is f for g in groups for p in g["params"] for f in frozen)
+    data = write_candidates(tmp_path / "c.jsonl", 40)
+    manifest = train(
+        "--candidates", str(data), "--base", str(tiny_base), "--name", "likely-only",
+        "--likelihood-features", "--no-value-head", "--value-weight", "0", "--rank-weight", "1",
+        "--likelihood-learning-rate", "0.05", "--val-fraction", "0.25", *FAST,
+    )  # fmt: skip
+    assert (manifest.training or {})["hyperparameters"]["value_head"] is False
+    assert len(score_file(data, "likely-only", tmp_path / "scored.jsonl")) == 160
+
+
+def test_no_value_head_needs_the_likelihood_head(tiny_base: Path, tmp_path: Path) -> None:
+    data = write_candidates(tmp_path / "c.jsonl", 8)
+    result = runner.invoke(app, [
+        "train", "verifier", "--candidates", str(data), "--base", str(tiny_base),
+        "--name", "nope", "--no-value-head", *FAST,
+    ])  # fmt: skip
+    assert result.exit_code != 0
+    assert "--no-value-head needs --likelihood-features" in result.output
+
+
+def test_a_likelihood_rate_needs_the_likelihood_head(tiny_base: Path, tmp_path: Path) -> None:
+    data = write_candidates(tmp_path / "c.jsonl", 8)
+    result = runner.invoke(app, [
+        "train", "verifier", "--candidates", str(data), "--base", str(tiny_base),
+        "--name", "nope", "--likelihood-learning-rate", "0.01", *FAST,
+    ])  # fmt: skip
+    assert result.exit_code != 0
+    assert "--likelihood-learning-rate needs --likelihood-features" in result.output
+
+
 def test_likelihood_features_need_the_token_form(tiny_base: Path, tmp_path: Path) -> None:
     data = write_candidates(tmp_path / "c.jsonl", 8)
     result = runner.invoke(app, [

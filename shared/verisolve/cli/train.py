@@ -257,6 +257,20 @@ def verifier(
             "only (an LM of right solutions, for --likelihood-features).",
         ),
     ] = LmOn.ALL,
+    likelihood_learning_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Learning rate of the --likelihood-features head (default: --learning-rate).",
+        ),
+    ] = None,
+    value_head: Annotated[
+        bool,
+        typer.Option(
+            help="The value head on the hidden states adds to the score (--no-value-head: "
+            "the score is the --likelihood-features head alone).",
+        ),
+    ] = True,
     dropout: DropoutOpt = 0.0,
     val_fraction: ValOpt = 0.1,
     batch_tokens: BatchOpt = 4096,
@@ -290,6 +304,8 @@ def verifier(
             value_weight=value_weight,
             likelihood_features=likelihood_features,
             lm_on=str(lm_on),
+            likelihood_lr=likelihood_learning_rate,
+            value_head=value_head,
             dropout=dropout,
             val_fraction=val_fraction,
             max_length=max_length,

@@ -102,6 +102,14 @@ def epoch_plans(task: Task, config: LoopConfig) -> list[list[list[list[int]]]]:
     return plans
 
 
+def _param_groups(model: Any, learning_rate: float) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: the model's own (`param_groups(lr)`) if it has them."""
+    own = getattr(model, "param_groups", None)
+    if callable(own):
+        return list(own(learning_rate))
+    return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+
 def _fingerprint(config: LoopConfig, task: Task, extra: dict[str, Any]) -> str:
     """What must match for checkpoints to be resumed: hyperparameters and data."""
     import hashlib
@@ -145,8 +153,11 @@ def train(
         )
     plans = epoch_plans(task, config)
     total = sum(len(p) for p in plans)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, config.learning_rate),
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+    )
     warmup = math.ceil(config.warmup_ratio * total)
     scheduler = get_scheduler(
         "linear", optimizer, num_warmup_steps=warmup, num_training_steps=total

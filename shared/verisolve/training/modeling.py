@@ -64,12 +64,25 @@ def _verifier_net_class() -> Any:
             lm_head: Any | None,
             score_form: str,
             likelihood: Any | None = None,
+            likelihood_lr: float | None = None,
         ) -> None:
             super().__init__()
             self.classifier = classifier
             self.lm_head = lm_head
             self.score_form = score_form
             self.likelihood = likelihood
+            self.likelihood_lr = likelihood_lr
+
+        def param_groups(self, learning_rate: float) -> list[dict[str, Any]]:
+            """The optimizer's groups: the likelihood head at its own rate when it has one."""
+            own, likelihood = self.likelihood_lr, self.likelihood
+            if own is None or likelihood is None:
+                return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+            head = list(likelihood.parameters())
+            rest = [
+                p for p in self.parameters() if p.requires_grad and all(p is not h for h in head)
+            ]
+            return [{"params": rest}, {"params": head, "lr": own}]
 
         def lm_weight(self) -> Any:
             """The LM head's weight (the input embedding when the two are tied)."""
@@ -104,11 +117,20 @@ def _verifier_net_class() -> Any:
 
 
 def build_verifier(
-    hf_dir: Path, score_form: str, *, with_lm: bool, dropout: float, likelihood: bool = False
+    hf_dir: Path,
+    score_form: str,
+    *,
+    with_lm: bool,
+    dropout: float,
+    likelihood: bool = False,
+    likelihood_lr: float | None = None,
+    value_head: bool = True,
 ) -> Any:
     """A verifier net initialised from a causal LM's weights; its value head fresh (seeded).
 
-    `likelihood` (token form only) adds the likelihood-feature head, which needs the LM head.
+    `likelihood` (token form only) adds the likelihood-feature head, which needs the LM head;
+    `likelihood_lr` is its learning rate (None: the trunk's). Without `value_head` the value
+    head on the hidden states is zero and frozen: the score is the likelihood head's alone.
     """
     import copy
 
@@ -138,7 +160,13 @@ def build_verifier(
         lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         lm_head.weight.data.copy_(causal.get_output_embeddings().weight.data)
     head = likelihood_head() if likelihood else None  # after the trunk: same seeds as before
-    net = _verifier_net_class()(classifier, lm_head, score_form, head)
+    if not value_head:
+        if head is None:
+            raise ValueError("a verifier without its value head needs the likelihood head")
+        for param in classifier.score.parameters():
+            param.data.zero_()
+            param.requires_grad_(False)
+    net = _verifier_net_class()(classifier, lm_head, score_form, head, likelihood_lr)
     add_residual_dropout(classifier, dropout)
     return net
 

@@ -43,6 +43,14 @@ class VerifierOptions:
     # verifier's data) or "right" ones only, so that the LM head, which the likelihood features
     # read, learns right solutions and not the generator's slips.
     lm_on: str = "all"
+    # The likelihood head's learning rate (None: --learning-rate). The head has five weights and
+    # starts as a ranking by mean log-probability; at the trunk's rate it barely moves, so the
+    # value head's weight in the score grows with the steps while the likelihood's stays put.
+    likelihood_lr: float | None = None
+    # False: the value head on the hidden states is left out (zero, frozen) and the score is
+    # the likelihood head's alone. On repro mini's data that head ranks a problem's candidates
+    # better than the sum does: the value head's share is mostly noise within a problem.
+    value_head: bool = True
 
     def __post_init__(self) -> None:
         if self.value_weight <= 0 and self.rank_weight <= 0:
@@ -51,6 +59,10 @@ class VerifierOptions:
             )
         if self.likelihood_features and self.score_form != "token":
             raise ValueError("--likelihood-features needs --score-form token")
+        if self.likelihood_lr is not None and not self.likelihood_features:
+            raise ValueError("--likelihood-learning-rate needs --likelihood-features")
+        if not self.value_head and not self.likelihood_features:
+            raise ValueError("--no-value-head needs --likelihood-features: nothing would score")
         if self.lm_on not in LM_ON:
             raise ValueError(f"--lm-on {self.lm_on!r}: expected one of {', '.join(LM_ON)}")
 
@@ -167,6 +179,15 @@ def count_targets(rows: Sequence[Example], lm_on: str = "all") -> dict[str, floa
     }
 
 
+def learned_head(head: Any) -> dict[str, float]:
+    """The likelihood head's weight on each feature, and its bias (for the manifest)."""
+    from verisolve.modelstore.likelihood_graph import LIKELIHOOD_FEATURES
+
+    weights = head.weight.detach().float().cpu()[0].tolist()
+    learned = {f: round(float(w), 6) for f, w in zip(LIKELIHOOD_FEATURES, weights, strict=True)}
+    return {**learned, "bias": round(float(head.bias.detach().float().cpu()[0]), 6)}
+
+
 def ranking_loss(scores: Any, labels: Any, groups: Any) -> Any:
     """Sum over (right, wrong) pairs of one group of softplus(score(wrong) - score(right))."""
     import torch.nn.functional as f
@@ -220,6 +241,8 @@ def train_verifier(
         with_lm=options.lm_weight > 0,
         dropout=options.dropout,
         likelihood=options.likelihood_features,
+        likelihood_lr=options.likelihood_lr,
+        value_head=options.value_head,
     )
     pad_id = int(net.classifier.config.pad_token_id)
     task = VerifierTask(
@@ -248,6 +271,8 @@ def train_verifier(
     training = provenance(
         "verifier", dataset.source | counts, base, config, asdict(options), run.epoch_metrics
     )
+    if trained.likelihood is not None:
+        training["likelihood_head"] = learned_head(trained.likelihood)
     manifest = publish_verifier(trained, base, name, training, options, run.work_dir)
     cleanup(run, True)
     return manifest
