@@ -51,7 +51,8 @@ def mini(
     likelihood_features: Annotated[
         bool | None,
         typer.Option(
-            help="The verifier's value also reads its LM's log-probabilities of the solution."
+            help="The verifier scores by a head on its LM's log-probabilities of the "
+            "solution (--no-likelihood-features: the paper's value head)."
         ),
     ] = None,
 ) -> None:
