@@ -34,7 +34,8 @@ def test_smoke_run_goes_through_every_stage_and_resumes(tmp_path: Path) -> None:
     assert verifier.kind == "verifier"
     hyper = (verifier.training or {})["hyperparameters"]
     assert hyper["likelihood_features"] is True
-    assert hyper["value_head"] is False and hyper["likelihood_lr"] == 1e-2
+    assert hyper["value_head"] is False
+    assert hyper["likelihood_lr"] == 1e-2
     assert set((verifier.training or {})["likelihood_head"]) >= {"running_mean", "bias"}
     assert (verifier.training or {})["base"]["model"] == "mini-ver-base"
     engine = sa.create_engine(f"sqlite:///{out / 'state' / 'verisolve.db'}")

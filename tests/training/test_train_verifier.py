@@ -192,34 +192,30 @@ def test_without_the_value_head_the_likelihood_head_scores_alone(
     assert len(score_file(data, "likely-only", tmp_path / "scored.jsonl")) == 160
 
 
-def test_no_value_head_needs_the_likelihood_head(tiny_base: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--no-value-head"], "--no-value-head needs --likelihood-features"),
+        (
+            ["--likelihood-learning-rate", "0.01"],
+            "--likelihood-learning-rate needs --likelihood-features",
+        ),
+        (
+            ["--likelihood-features", "--score-form", "sequence"],
+            "--likelihood-features needs --score-form token",
+        ),
+    ],
+)
+def test_likelihood_options_are_refused_without_what_they_need(
+    tiny_base: Path, tmp_path: Path, flags: list[str], message: str
+) -> None:
     data = write_candidates(tmp_path / "c.jsonl", 8)
     result = runner.invoke(app, [
         "train", "verifier", "--candidates", str(data), "--base", str(tiny_base),
-        "--name", "nope", "--no-value-head", *FAST,
+        "--name", "nope", *flags, *FAST,
     ])  # fmt: skip
     assert result.exit_code != 0
-    assert "--no-value-head needs --likelihood-features" in result.output
-
-
-def test_a_likelihood_rate_needs_the_likelihood_head(tiny_base: Path, tmp_path: Path) -> None:
-    data = write_candidates(tmp_path / "c.jsonl", 8)
-    result = runner.invoke(app, [
-        "train", "verifier", "--candidates", str(data), "--base", str(tiny_base),
-        "--name", "nope", "--likelihood-learning-rate", "0.01", *FAST,
-    ])  # fmt: skip
-    assert result.exit_code != 0
-    assert "--likelihood-learning-rate needs --likelihood-features" in result.output
-
-
-def test_likelihood_features_need_the_token_form(tiny_base: Path, tmp_path: Path) -> None:
-    data = write_candidates(tmp_path / "c.jsonl", 8)
-    result = runner.invoke(app, [
-        "train", "verifier", "--candidates", str(data), "--base", str(tiny_base),
-        "--name", "nope", "--likelihood-features", "--score-form", "sequence", *FAST,
-    ])  # fmt: skip
-    assert result.exit_code != 0
-    assert "--likelihood-features needs --score-form token" in result.output
+    assert message in result.output
 
 
 def test_the_ranking_loss_alone_teaches_the_order_within_problems(
