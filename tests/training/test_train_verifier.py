@@ -204,6 +204,7 @@ def test_without_the_value_head_the_likelihood_head_scores_alone(
             ["--likelihood-features", "--score-form", "sequence"],
             "--likelihood-features needs --score-form token",
         ),
+        (["--likelihood-gradient"], "--likelihood-gradient needs --likelihood-features"),
     ],
 )
 def test_likelihood_options_are_refused_without_what_they_need(
@@ -216,6 +217,54 @@ def test_likelihood_options_are_refused_without_what_they_need(
     ])  # fmt: skip
     assert result.exit_code != 0
     assert message in result.output
+
+
+def test_the_likelihood_gradient_reaches_the_trunk(tiny_base: Path) -> None:
+    import torch
+
+    from verisolve.training.modeling import build_verifier
+
+    ids = torch.tensor([[5, 9, 14, 3, 7, 11], [5, 9, 14, 4, 8, 0]])
+    attention = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])
+    solution = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 0]], dtype=torch.bool)
+    outputs, grads = {}, {}
+    for gradient in (False, True):
+        torch.manual_seed(0)
+        net = build_verifier(
+            tiny_base, "token", with_lm=True, dropout=0.0, likelihood=True, value_head=False,
+            likelihood_gradient=gradient,
+        )  # fmt: skip
+        values, logits, targets = net(ids, attention, solution)
+        (values[0, 5] - values[1, 4]).backward()  # a score difference, as the ranking loss
+        outputs[gradient] = (values.detach(), logits.detach(), targets)
+        embed = net.classifier.get_input_embeddings().weight.grad
+        grads[gradient] = 0.0 if embed is None else float(embed.abs().sum())
+    # The same scores, LM logits and targets either way (one LM head pass, or two) ...
+    for before, after in zip(outputs[False], outputs[True], strict=True):
+        torch.testing.assert_close(before, after)
+    # ... but only with the gradient does a score's loss train the trunk.
+    assert grads[False] == 0.0
+    assert grads[True] > 0.0
+
+
+def test_the_ranking_loss_trains_the_lm_through_the_likelihood(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    data = write_candidates(tmp_path / "c.jsonl", 120)
+    metrics = {}
+    for name, extra in (("fixed", []), ("through", ["--likelihood-gradient"])):
+        # No LM loss, no value head and a likelihood head that stays as it starts (mean
+        # log-probability): what ranks the candidates can only come through the gradient.
+        manifest = train(
+            "--candidates", str(data), "--base", str(tiny_base), "--name", name,
+            "--likelihood-features", "--no-value-head", "--value-weight", "0",
+            "--rank-weight", "1", "--lm-weight", "0", "--likelihood-learning-rate", "0",
+            "--epochs", "2", "--val-fraction", "0.25", *FAST, *extra,
+        )  # fmt: skip
+        metrics[name] = last_epoch(manifest)["auroc_within_problem"]
+        assert (manifest.training or {})["hyperparameters"]["likelihood_gradient"] is bool(extra)
+    assert metrics["through"] >= 0.9
+    assert metrics["through"] > metrics["fixed"] + 0.2
 
 
 def test_the_ranking_loss_alone_teaches_the_order_within_problems(

@@ -271,6 +271,14 @@ def verifier(
             "the score is the --likelihood-features head alone).",
         ),
     ] = True,
+    likelihood_gradient: Annotated[
+        bool,
+        typer.Option(
+            help="The value and ranking losses also train the trunk and LM head through the "
+            "log-probabilities the --likelihood-features head reads (default: those are "
+            "fixed features, and only the LM loss trains the trunk).",
+        ),
+    ] = False,
     dropout: DropoutOpt = 0.0,
     val_fraction: ValOpt = 0.1,
     batch_tokens: BatchOpt = 4096,
@@ -306,6 +314,7 @@ def verifier(
             lm_on=str(lm_on),
             likelihood_lr=likelihood_learning_rate,
             value_head=value_head,
+            likelihood_gradient=likelihood_gradient,
             dropout=dropout,
             val_fraction=val_fraction,
             max_length=max_length,

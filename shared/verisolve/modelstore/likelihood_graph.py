@@ -26,10 +26,16 @@ UNLIKELY_LOGPROB = -2.0
 
 def token_logprobs(hidden: Any, lm_weight: Any, input_ids: Any, solution_mask: Any) -> Any:
     """[rows, tokens]: log p(token t | tokens before t) at solution tokens, 0 elsewhere."""
-    import torch
     import torch.nn.functional as f
 
-    logits = f.linear(hidden[:, :-1], lm_weight).float()
+    return logits_logprobs(f.linear(hidden[:, :-1], lm_weight), input_ids, solution_mask)
+
+
+def logits_logprobs(logits: Any, input_ids: Any, solution_mask: Any) -> Any:
+    """token_logprobs from the LM logits at every position but the last ([rows, tokens - 1, V])."""
+    import torch
+
+    logits = logits.float()
     picked = torch.log_softmax(logits, dim=-1).gather(2, input_ids[:, 1:, None]).squeeze(-1)
     first = torch.zeros_like(picked[:, :1])
     return torch.cat([first, picked], dim=1) * solution_mask.to(picked.dtype)

@@ -53,7 +53,11 @@ def _verifier_net_class() -> Any:
     import torch
     import torch.nn.functional as f
 
-    from verisolve.modelstore.likelihood_graph import likelihood_features, token_logprobs
+    from verisolve.modelstore.likelihood_graph import (
+        likelihood_features,
+        logits_logprobs,
+        token_logprobs,
+    )
 
     class VerifierNet(torch.nn.Module):
         """A classifier (the exported part) with the generator's LM head on the same trunk."""
@@ -65,6 +69,7 @@ def _verifier_net_class() -> Any:
             score_form: str,
             likelihood: Any | None = None,
             likelihood_lr: float | None = None,
+            likelihood_gradient: bool = False,
         ) -> None:
             super().__init__()
             self.classifier = classifier
@@ -72,6 +77,7 @@ def _verifier_net_class() -> Any:
             self.score_form = score_form
             self.likelihood = likelihood
             self.likelihood_lr = likelihood_lr
+            self.likelihood_gradient = likelihood_gradient
 
         def param_groups(self, learning_rate: float) -> list[dict[str, Any]]:
             """The optimizer's groups: the likelihood head at its own rate when it has one."""
@@ -100,17 +106,26 @@ def _verifier_net_class() -> Any:
             if hasattr(self.classifier, "dropout"):
                 head_in = self.classifier.dropout(hidden)
             values = self.classifier.score(head_in).squeeze(-1)
+            every = None  # the LM logits at every position, when the features' loss reaches them
             if self.likelihood is not None:
-                with torch.no_grad():
-                    logprobs = token_logprobs(hidden, self.lm_weight(), input_ids, solution_mask)
+                if self.likelihood_gradient:
+                    every = f.linear(hidden[:, :-1], self.lm_weight())
+                    logprobs = logits_logprobs(every, input_ids, solution_mask)
+                else:
+                    with torch.no_grad():
+                        logprobs = token_logprobs(
+                            hidden, self.lm_weight(), input_ids, solution_mask
+                        )
                 features = likelihood_features(logprobs, solution_mask)
                 values = values + self.likelihood(features).squeeze(-1)
             if not with_lm:
                 return values, None, None
             # Position p predicts token p + 1: solution tokens are the targets.
             targets_at = solution_mask[:, 1:]
-            chosen = hidden[:, :-1][targets_at]
-            logits = f.linear(chosen, self.lm_weight())
+            if every is not None:
+                logits = every[targets_at]
+            else:
+                logits = f.linear(hidden[:, :-1][targets_at], self.lm_weight())
             return values, logits, input_ids[:, 1:][targets_at]
 
     return VerifierNet
@@ -125,12 +140,15 @@ def build_verifier(
     likelihood: bool = False,
     likelihood_lr: float | None = None,
     value_head: bool = True,
+    likelihood_gradient: bool = False,
 ) -> Any:
     """A verifier net initialised from a causal LM's weights; its value head fresh (seeded).
 
     `likelihood` (token form only) adds the likelihood-feature head, which needs the LM head;
     `likelihood_lr` is its learning rate (None: the trunk's). Without `value_head` the value
     head on the hidden states is zero and frozen: the score is the likelihood head's alone.
+    With `likelihood_gradient` the losses on the score reach the trunk and the LM head through
+    the log-probabilities the likelihood head reads (else those are fixed features).
     """
     import copy
 
@@ -166,7 +184,11 @@ def build_verifier(
         for param in classifier.score.parameters():
             param.data.zero_()
             param.requires_grad_(False)
-    net = _verifier_net_class()(classifier, lm_head, score_form, head, likelihood_lr)
+    if likelihood_gradient and head is None:
+        raise ValueError("the likelihood gradient needs the likelihood head")
+    net = _verifier_net_class()(
+        classifier, lm_head, score_form, head, likelihood_lr, likelihood_gradient
+    )
     add_residual_dropout(classifier, dropout)
     return net
 

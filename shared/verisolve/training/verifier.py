@@ -51,6 +51,11 @@ class VerifierOptions:
     # the likelihood head's alone. On repro mini's data that head ranks a problem's candidates
     # better than the sum does: the value head's share is mostly noise within a problem.
     value_head: bool = True
+    # True: the value and ranking losses also train the trunk and the LM head through the
+    # log-probabilities the likelihood head reads, so the language model itself learns to give
+    # a problem's right candidates more probability than its wrong ones. False: those
+    # log-probabilities are fixed features and only the LM loss trains the trunk.
+    likelihood_gradient: bool = False
 
     def __post_init__(self) -> None:
         if self.value_weight <= 0 and self.rank_weight <= 0:
@@ -61,6 +66,8 @@ class VerifierOptions:
             raise ValueError("--likelihood-features needs --score-form token")
         if self.likelihood_lr is not None and not self.likelihood_features:
             raise ValueError("--likelihood-learning-rate needs --likelihood-features")
+        if self.likelihood_gradient and not self.likelihood_features:
+            raise ValueError("--likelihood-gradient needs --likelihood-features")
         if not self.value_head and not self.likelihood_features:
             raise ValueError("--no-value-head needs --likelihood-features: nothing would score")
         if self.lm_on not in LM_ON:
@@ -243,6 +250,7 @@ def train_verifier(
         likelihood=options.likelihood_features,
         likelihood_lr=options.likelihood_lr,
         value_head=options.value_head,
+        likelihood_gradient=options.likelihood_gradient,
     )
     pad_id = int(net.classifier.config.pad_token_id)
     task = VerifierTask(
