@@ -203,6 +203,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for key in ("verifier", "majority"):
         right.plot(xs, [100 * p[key] for p in points], marker="o", label=labels[key])
     right.set_xscale("log")
+    right.set_xticks(xs, [str(x) for x in xs])  # the sizes themselves, not crowded log ticks
+    right.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     right.set_xlabel("training problems the verifier learned from")
     right.set_title(f"at N = {result['n_samples']}")
     right.legend()
