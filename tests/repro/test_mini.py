@@ -52,6 +52,14 @@ def test_smoke_run_goes_through_every_stage_and_resumes(tmp_path: Path) -> None:
         assert low <= result["accuracy"][name] <= high
     assert set(result["curves"]) == {"verifier", "topk-vote", "majority", "first"}
     assert [p["train_problems"] for p in result["scaling"]] == [12, 24]
+    for point in result["scaling"]:
+        low, high = point["ci95"]["verifier"]
+        assert low <= point["verifier"] <= high
+    gain = result["scaling_gain"]
+    assert gain["train_problems"] == [12, 24]
+    low, high = gain["ci95"]
+    assert low <= gain["verifier - majority"] <= high
+    assert "gain over majority vote, 24 problems against 12" in first.stdout
     assert (out / "result.png").stat().st_size > 10_000
     # Run again: every stage is found done and skipped, and the result is the same.
     second = _run(out)

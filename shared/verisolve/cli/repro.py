@@ -90,4 +90,20 @@ def mini(
         console.print(
             f"  {name:<14} {100 * value:5.1f}%  (95% CI {100 * low:.1f} to {100 * high:.1f})"
         )
+    console.print("Verifier top-1 and majority vote against the verifier's training problems:")
+    for point in result["scaling"]:
+        low, high = point["ci95"]["verifier"]
+        console.print(
+            f"  {point['train_problems']:>6} problems  verifier {100 * point['verifier']:5.1f}%"
+            f"  (95% CI {100 * low:.1f} to {100 * high:.1f})"
+            f"  majority {100 * point['majority']:.1f}%"
+        )
+    gain = result["scaling_gain"]
+    fewest, most = gain["train_problems"]
+    low, high = gain["ci95"]
+    console.print(
+        f"  gain over majority vote, {most} problems against {fewest}:"
+        f" {100 * gain['verifier - majority']:+.1f} points"
+        f" (95% CI {100 * low:+.1f} to {100 * high:+.1f})"
+    )
     console.print(f"Result: {run.file('result.json')} and {run.file('result.png')}")

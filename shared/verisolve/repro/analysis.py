@@ -87,18 +87,22 @@ def per_problem(problems: Sequence[ProblemCandidates], k: int) -> dict[str, np.n
     return out
 
 
+def interval95(v: np.ndarray, seed: int) -> list[float]:
+    """The 95% percentile bootstrap interval of the mean of per-problem values. The resampled
+    problems depend only on the seed and their number, so intervals of the same problems are
+    paired."""
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(BOOTSTRAP_DRAWS, len(v)))
+    means = v[idx].mean(axis=1)
+    return [round(float(np.percentile(means, q)), 4) for q in (2.5, 97.5)]
+
+
 def bootstrap(values: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
     """95% percentile intervals over problems for each accuracy and the paired differences."""
-    n = len(next(iter(values.values())))
-    idx = np.random.default_rng(seed).integers(0, n, size=(BOOTSTRAP_DRAWS, n))
-
-    def interval(v: np.ndarray) -> list[float]:
-        means = v[idx].mean(axis=1)
-        return [round(float(np.percentile(means, q)), 4) for q in (2.5, 97.5)]
-
     return {
-        "accuracy": {name: interval(v) for name, v in values.items()},
-        "difference": {f"{a} - {b}": interval(values[a] - values[b]) for a, b in DIFFERENCES},
+        "accuracy": {name: interval95(v, seed) for name, v in values.items()},
+        "difference": {
+            f"{a} - {b}": interval95(values[a] - values[b], seed) for a, b in DIFFERENCES
+        },
     }
 
 
@@ -128,18 +132,21 @@ def _scored_file(path: Path) -> list[ProblemCandidates]:
 
 def scaling(
     run: Run, test: Sequence[ProblemCandidates], train_problems: int
-) -> list[dict[str, Any]]:
-    """Verifier top-1 and majority vote on the test set against the verifier's training problems."""
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Verifier top-1 and majority vote on the test set against the verifier's training problems,
+    each with its 95% interval; and the gain from the fewest training problems to the most."""
     from verisolve.repro.mini import VERIFIER
 
     k = run.sizes.vote_k
     points = []
+    scored = []
     for share in sorted(run.sizes.scaling):
         if share >= 1.0:
             problems = list(test)
         else:
             path = run.file(f"test-scored-{VERIFIER}-{round(share * 100)}.jsonl")
             problems = _scored_file(path)
+        scored.append(problems)
         values = per_problem(problems, k)
         points.append(
             {
@@ -147,10 +154,33 @@ def scaling(
                 "verifier": round(float(values["verifier"].mean()), 4),
                 "topk-vote": round(float(values["topk-vote"].mean()), 4),
                 "majority": round(float(values["majority"].mean()), 4),
+                "ci95": {
+                    name: interval95(values[name], run.seed) for name in ("verifier", "majority")
+                },
                 "within_problem_auroc": within_problem_auroc(problems),
             }
         )
-    return points
+    gain = scaling_gain(scored[0], scored[-1], k, run.seed)
+    gain["train_problems"] = [points[0]["train_problems"], points[-1]["train_problems"]]
+    return points, gain
+
+
+def scaling_gain(
+    fewest: Sequence[ProblemCandidates], most: Sequence[ProblemCandidates], k: int, seed: int
+) -> dict[str, Any]:
+    """How much the verifier's gain over majority vote grows from the verifier trained on the
+    fewest problems to the one trained on the most, with a 95% interval paired over the test
+    problems. Both scored the same candidates, so majority vote is the same for both and the
+    growth of the gain is the difference of their top-1 accuracies, problem by problem."""
+    order = {p.problem_id: i for i, p in enumerate(most)}
+    if len(order) != len(fewest) or any(p.problem_id not in order for p in fewest):
+        raise ValueError("the scaling verifiers scored different test problems")
+    fewest = sorted(fewest, key=lambda p: order[p.problem_id])
+    small, large = per_problem(fewest, k), per_problem(most, k)
+    if not np.array_equal(small["majority"], large["majority"]):
+        raise ValueError("the scaling verifiers scored different candidates")
+    growth = large["verifier"] - small["verifier"]
+    return {"verifier - majority": round(float(growth.mean()), 4), "ci95": interval95(growth, seed)}
 
 
 def analyse(run: Run, test_job: int, train_job: int) -> dict[str, Any]:
@@ -174,8 +204,8 @@ def analyse(run: Run, test_job: int, train_job: int) -> dict[str, Any]:
         "coverage": coverage(test),
         "verifier_auroc_within_problems": within_problem_auroc(test),
         "curves": {s.value: {str(n): round(a, 4) for n, a in c.items()} for s, c in curves.items()},
-        "scaling": scaling(run, test, train_problems),
     }
+    result["scaling"], result["scaling_gain"] = scaling(run, test, train_problems)
     plot(result, run.file("result.png"))
     return result
 
@@ -201,12 +231,23 @@ def plot(result: dict[str, Any], path: Path) -> None:
     points = result["scaling"]
     xs = [p["train_problems"] for p in points]
     for key in ("verifier", "majority"):
-        right.plot(xs, [100 * p[key] for p in points], marker="o", label=labels[key])
+        (line,) = right.plot(xs, [100 * p[key] for p in points], marker="o", label=labels[key])
+        lows, highs = zip(*(p["ci95"][key] for p in points), strict=True)
+        right.fill_between(xs, [100 * v for v in lows], [100 * v for v in highs],
+                           color=line.get_color(), alpha=0.15, linewidth=0)  # fmt: skip
     right.set_xscale("log")
     right.set_xticks(xs, [str(x) for x in xs])  # the sizes themselves, not crowded log ticks
     right.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     right.set_xlabel("training problems the verifier learned from")
-    right.set_title(f"at N = {result['n_samples']}")
+    right.set_title(f"at N = {result['n_samples']} (shaded: 95% intervals)")
+    gain = result["scaling_gain"]
+    low, high = gain["ci95"]
+    right.annotate(
+        f"verifier top-1, {xs[-1]} against {xs[0]} problems (paired): "
+        f"{100 * gain['verifier - majority']:+.1f} points ({100 * low:+.1f} to {100 * high:+.1f})",
+        xy=(0.02, 0.02), xycoords="axes fraction", fontsize=8,
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+    )  # fmt: skip
     right.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -1,0 +1,54 @@
+"""The miniature reproduction's statistics: bootstrap intervals and the data-scaling gain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from verisolve.evaluation import EvalCandidate, ProblemCandidates
+from verisolve.repro.analysis import bootstrap, interval95, per_problem, scaling_gain
+
+
+def _problem(name: str, right_scores_highest: bool) -> ProblemCandidates:
+    """Gold 7; two wrong candidates (so majority vote is wrong) and one right one, ranked first
+    or last by the verifier."""
+    right = 0.9 if right_scores_highest else 0.1
+    candidates = (
+        EvalCandidate(0, "5", 0.5),
+        EvalCandidate(1, "5", 0.4),
+        EvalCandidate(2, "7", right),
+    )
+    return ProblemCandidates(name, "7", candidates)
+
+
+def test_the_gain_is_paired_over_problems_whatever_their_order() -> None:
+    most = [_problem(f"p{i}", True) for i in range(200)]
+    fewest = [_problem(f"p{i}", i % 2 == 0) for i in reversed(range(200))]
+    gain = scaling_gain(fewest, most, k=3, seed=0)
+    assert gain["verifier - majority"] == 0.5
+    low, high = gain["ci95"]
+    assert 0.0 < low < 0.5 < high < 1.0
+    same = scaling_gain(list(reversed(most)), most, k=3, seed=0)
+    assert same == {"verifier - majority": 0.0, "ci95": [0.0, 0.0]}
+
+
+def test_the_gain_refuses_verifiers_that_scored_different_problems_or_candidates() -> None:
+    most = [_problem(f"p{i}", True) for i in range(4)]
+    with pytest.raises(ValueError, match="different test problems"):
+        scaling_gain(most[:3], most, k=3, seed=0)
+    with pytest.raises(ValueError, match="different test problems"):
+        scaling_gain([*most[:3], _problem("other", True)], most, k=3, seed=0)
+    outvoted = ProblemCandidates("p0", "7", tuple(EvalCandidate(i, "7", 0.5) for i in range(3)))
+    with pytest.raises(ValueError, match="different candidates"):
+        scaling_gain([outvoted, *most[1:]], most, k=3, seed=0)
+
+
+def test_intervals_of_the_same_problems_are_paired() -> None:
+    values = per_problem([_problem(f"p{i}", i % 3 == 0) for i in range(90)], k=3)
+    result = bootstrap(values, seed=1)
+    assert result["accuracy"]["majority"] == [0.0, 0.0]
+    low, high = result["accuracy"]["verifier"]
+    assert low < float(values["verifier"].mean()) < high
+    # The difference's interval resamples the same problems as each accuracy's.
+    assert result["difference"]["verifier - majority"] == [low, high]
+    assert interval95(np.ones(5), seed=3) == [1.0, 1.0]
