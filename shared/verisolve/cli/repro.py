@@ -96,7 +96,8 @@ def mini(
         console.print(
             f"  {point['train_problems']:>6} problems  verifier {100 * point['verifier']:5.1f}%"
             f"  (95% CI {100 * low:.1f} to {100 * high:.1f})"
-            f"  majority {100 * point['majority']:.1f}%"
+            f"  majority {100 * point['majority']:.1f}%",
+            soft_wrap=True,
         )
     gain = result["scaling_gain"]
     fewest, most = gain["train_problems"]
@@ -104,6 +105,7 @@ def mini(
     console.print(
         f"  gain over majority vote, {most} problems against {fewest}:"
         f" {100 * gain['verifier - majority']:+.1f} points"
-        f" (95% CI {100 * low:+.1f} to {100 * high:+.1f})"
+        f" (95% CI {100 * low:+.1f} to {100 * high:+.1f})",
+        soft_wrap=True,
     )
     console.print(f"Result: {run.file('result.json')} and {run.file('result.png')}")
