@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from verisolve.evaluation import EvalCandidate, ProblemCandidates
-from verisolve.repro.analysis import bootstrap, interval95, per_problem, scaling_gain
+from verisolve.repro.analysis import (
+    bootstrap,
+    interval95,
+    per_problem,
+    scaling_gain,
+    vote_k_sweep,
+)
 
 
 def _problem(name: str, right_scores_highest: bool) -> ProblemCandidates:
@@ -52,3 +58,19 @@ def test_intervals_of_the_same_problems_are_paired() -> None:
     # The difference's interval resamples the same problems as each accuracy's.
     assert result["difference"]["verifier - majority"] == [low, high]
     assert interval95(np.ones(5), seed=3) == [1.0, 1.0]
+
+
+def test_the_vote_sweep_pairs_each_k_with_top1() -> None:
+    """Gold 7: the verifier ranks one wrong candidate first and two right ones next, so top-1 and
+    the top-2 vote (a tie goes to the better-ranked answer) are wrong, the top-3 vote right."""
+    fooled = ProblemCandidates(
+        "fooled",
+        "7",
+        (EvalCandidate(0, "5", 0.9), EvalCandidate(1, "7", 0.8), EvalCandidate(2, "7", 0.7)),
+    )
+    sweep = vote_k_sweep([fooled] * 10 + [_problem(f"p{i}", True) for i in range(10)], [1, 2, 3], 0)
+    assert {k: v["accuracy"] for k, v in sweep.items()} == {"1": 0.5, "2": 0.5, "3": 0.5}
+    assert sweep["1"]["minus_top1_ci95"] == [0.0, 0.0]
+    only_fooled = vote_k_sweep([fooled] * 4, [1, 2, 3], seed=0)
+    assert [v["accuracy"] for v in only_fooled.values()] == [0.0, 0.0, 1.0]
+    assert only_fooled["3"]["minus_top1_ci95"] == [1.0, 1.0]

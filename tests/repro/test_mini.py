@@ -51,6 +51,12 @@ def test_smoke_run_goes_through_every_stage_and_resumes(tmp_path: Path) -> None:
         low, high = result["ci95"]["accuracy"][name]
         assert low <= result["accuracy"][name] <= high
     assert set(result["curves"]) == {"verifier", "topk-vote", "majority", "first"}
+    # The vote's k up to N; k = 1 is verifier top-1.
+    sweep = result["topk_vote_by_k"]
+    assert list(sweep) == ["1", "2", "3", "4"]
+    assert sweep["1"]["accuracy"] == result["accuracy"]["verifier"]
+    assert sweep["3"]["accuracy"] == result["accuracy"]["topk-vote"]
+    assert "top-k vote by k: k=1" in first.stdout
     assert [p["train_problems"] for p in result["scaling"]] == [12, 24]
     for point in result["scaling"]:
         low, high = point["ci95"]["verifier"]

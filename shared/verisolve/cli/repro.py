@@ -90,6 +90,10 @@ def mini(
         console.print(
             f"  {name:<14} {100 * value:5.1f}%  (95% CI {100 * low:.1f} to {100 * high:.1f})"
         )
+    sweep = "  ".join(
+        f"k={k} {100 * v['accuracy']:.1f}%" for k, v in result["topk_vote_by_k"].items()
+    )
+    console.print(f"  top-k vote by k: {sweep}", soft_wrap=True)
     console.print("Verifier top-1 and majority vote against the verifier's training problems:")
     for point in result["scaling"]:
         low, high = point["ci95"]["verifier"]

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 STRATEGIES = (Strategy.VERIFIER, Strategy.TOPK_VOTE, Strategy.MAJORITY, Strategy.FIRST)
 SINGLE = "single-sample"
 BOOTSTRAP_DRAWS = 2000
+# The top-k vote's k for the sweep in result.json (the paper's figure 7 spans 1 to 100 at N = 100).
+VOTE_KS = (1, 2, 3, 4, 5, 7, 10)
 # Paired differences worth an interval: the paper's claims.
 DIFFERENCES = (
     ("verifier", "majority"),
@@ -70,14 +72,16 @@ def training_candidates(engine: sa.Engine, job_id: int) -> Iterator[dict[str, An
         }
 
 
+def correct(strategy: Strategy, problems: Sequence[ProblemCandidates], k: int) -> np.ndarray:
+    """1 where the strategy picks the gold answer of a problem, else 0."""
+    picked = (select(strategy, p.candidates, k=k).answer for p in problems)
+    return np.array([is_correct(a, p.gold) for a, p in zip(picked, problems, strict=True)],
+                    dtype=np.float64)  # fmt: skip
+
+
 def per_problem(problems: Sequence[ProblemCandidates], k: int) -> dict[str, np.ndarray]:
     """Each strategy's 0/1 correctness per problem, and the single-sample accuracy per problem."""
-    out: dict[str, np.ndarray] = {}
-    for strategy in STRATEGIES:
-        out[strategy.value] = np.array(
-            [is_correct(select(strategy, p.candidates, k=k).answer, p.gold) for p in problems],
-            dtype=np.float64,
-        )
+    out = {strategy.value: correct(strategy, problems, k) for strategy in STRATEGIES}
     out[SINGLE] = np.array(
         [
             np.mean([is_correct(c.answer, p.gold) for c in p.candidates]) if p.candidates else 0.0
@@ -104,6 +108,23 @@ def bootstrap(values: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
             f"{a} - {b}": interval95(values[a] - values[b], seed) for a, b in DIFFERENCES
         },
     }
+
+
+def vote_k_sweep(
+    problems: Sequence[ProblemCandidates], ks: Sequence[int], seed: int
+) -> dict[str, dict[str, Any]]:
+    """The top-k vote's accuracy for each k, with the 95% interval of its difference from verifier
+    top-1 paired over problems (the paper's figure 7: voting among the best-ranked helps when
+    the verifier is fooled by a few high-scoring wrong candidates)."""
+    top1 = correct(Strategy.VERIFIER, problems, 1)
+    sweep = {}
+    for k in ks:
+        votes = correct(Strategy.TOPK_VOTE, problems, k)
+        sweep[str(k)] = {
+            "accuracy": round(float(votes.mean()), 4),
+            "minus_top1_ci95": interval95(votes - top1, seed),
+        }
+    return sweep
 
 
 def within_problem_auroc(problems: Sequence[ProblemCandidates]) -> float | None:
@@ -194,15 +215,17 @@ def analyse(run: Run, test_job: int, train_job: int) -> dict[str, Any]:
     k = run.sizes.vote_k
     values = per_problem(test, k)
     curves = accuracy_curves(test, list(STRATEGIES), k=k, seed=run.seed)
+    n = max(len(p.candidates) for p in test)
     result: dict[str, Any] = {
         "test_problems": len(test),
-        "n_samples": max(len(p.candidates) for p in test),
+        "n_samples": n,
         "vote_k": k,
         "accuracy": {name: round(float(v.mean()), 4) for name, v in values.items()},
         "ci95": bootstrap(values, run.seed),
         "test_at_1": single_sample_accuracy(test),
         "coverage": coverage(test),
         "verifier_auroc_within_problems": within_problem_auroc(test),
+        "topk_vote_by_k": vote_k_sweep(test, [k for k in VOTE_KS if k <= n], run.seed),
         "curves": {s.value: {str(n): round(a, 4) for n, a in c.items()} for s, c in curves.items()},
     }
     result["scaling"], result["scaling_gain"] = scaling(run, test, train_problems)
