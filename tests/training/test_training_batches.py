@@ -88,3 +88,22 @@ def test_the_lm_loss_on_right_candidates_counts_and_uses_their_tokens_only() -> 
     assert losses["all"] == pytest.approx(((log_z - 5.0) + 4 * log_z) / 5, rel=1e-5)
     with pytest.raises(ValueError, match="--lm-on"):
         VerifierOptions(lm_on="wrong")
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_takes_bf16_only_where_the_gpu_has_it(
+    monkeypatch: pytest.MonkeyPatch, native: bool, expected: str
+) -> None:
+    """A GPU that emulates bf16 (torch says it supports it, including emulation) trains in fp32."""
+    import torch
+
+    from verisolve.training.loop import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(
+        torch.cuda,
+        "is_bf16_supported",
+        lambda including_emulation=True: including_emulation or native,
+    )
+    assert resolve_precision("auto") == expected
+    assert resolve_precision("fp32") == "fp32"

@@ -67,7 +67,7 @@ AccumOpt = Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer 
 SeedOpt = Annotated[int, typer.Option(help="Seed: data split, batch order, initialisation.")]
 EveryOpt = Annotated[int, typer.Option(min=1, help="Write a checkpoint every K steps.")]
 PrecisionOpt = Annotated[
-    Precision, typer.Option(help="auto: bf16 on a GPU that has it, fp32 otherwise.")
+    Precision, typer.Option(help="auto: bf16 on a GPU that has it natively, fp32 otherwise.")
 ]
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue from the last checkpoint of this name.")

@@ -80,11 +80,12 @@ class Task(Protocol):
 
 
 def resolve_precision(precision: str) -> str:
-    """ "bf16" on a GPU that has it when asked for "auto"; fp32 otherwise ("no" to accelerate)."""
+    """ "bf16" on a GPU that has it when asked for "auto"; fp32 otherwise ("no" to accelerate).
+    A GPU that only emulates bf16 (before Ampere: V100, T4) trains in fp32, which it runs faster."""
     import torch
 
     if precision == "auto":
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
         return "bf16" if bf16 else "fp32"
     return precision
 
