@@ -81,7 +81,7 @@ class Task(Protocol):
 
 def resolve_precision(precision: str) -> str:
     """ "bf16" on a GPU that has it when asked for "auto"; fp32 otherwise ("no" to accelerate).
-    A GPU that only emulates bf16 (before Ampere: V100, T4) trains in fp32, which it runs faster."""
+    A GPU where torch only emulates bf16 (before Ampere: V100, T4) trains in fp32."""
     import torch
 
     if precision == "auto":
