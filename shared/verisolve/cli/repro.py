@@ -25,7 +25,10 @@ def mini(
         bool, typer.Option("--smoke", help="Tiny sizes: checks every stage runs.")
     ] = False,
     scale: Annotated[
-        bool, typer.Option("--scale", help="Toward the paper's shape: N = 100.")
+        bool,
+        typer.Option(
+            "--scale", help="Toward the paper's shape: N = 100 (more than a day on a 2-core CPU)."
+        ),
     ] = False,
     gen_problems: Annotated[
         int | None, typer.Option(min=2, help="Problems the generator is fine-tuned on.")
