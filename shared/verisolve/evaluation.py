@@ -166,14 +166,20 @@ def _correct_flags(problem: ProblemCandidates) -> list[bool]:
     return [_is_right(c.answer, problem.gold, memo) for c in problem.candidates]
 
 
+def strategy_hits(
+    problems: Sequence[ProblemCandidates], strategy: Strategy, *, k: int = DEFAULT_TOP_K
+) -> list[bool]:
+    """Per problem, whether the strategy's selected answer equals the gold answer."""
+    return [is_correct(select(strategy, p.candidates, k=k).answer, p.gold) for p in problems]
+
+
 def strategy_accuracy(
     problems: Sequence[ProblemCandidates], strategy: Strategy, *, k: int = DEFAULT_TOP_K
 ) -> float:
     """Fraction of problems whose selected answer equals the gold answer."""
     if not problems:
         raise ValueError("accuracy needs at least one problem")
-    right = sum(is_correct(select(strategy, p.candidates, k=k).answer, p.gold) for p in problems)
-    return right / len(problems)
+    return sum(strategy_hits(problems, strategy, k=k)) / len(problems)
 
 
 def single_sample_accuracy(problems: Sequence[ProblemCandidates]) -> float:

@@ -22,9 +22,10 @@ from verisolve.evaluation import (
     auroc,
     coverage,
     single_sample_accuracy,
+    strategy_hits,
 )
 from verisolve.pipeline.stages import job_candidates
-from verisolve.selection import Strategy, select
+from verisolve.selection import Strategy
 from verisolve.tables import Candidate, Problem
 
 if TYPE_CHECKING:
@@ -74,9 +75,7 @@ def training_candidates(engine: sa.Engine, job_id: int) -> Iterator[dict[str, An
 
 def correct(strategy: Strategy, problems: Sequence[ProblemCandidates], k: int) -> np.ndarray:
     """1 where the strategy picks the gold answer of a problem, else 0."""
-    picked = (select(strategy, p.candidates, k=k).answer for p in problems)
-    return np.array([is_correct(a, p.gold) for a, p in zip(picked, problems, strict=True)],
-                    dtype=np.float64)  # fmt: skip
+    return np.array(strategy_hits(problems, strategy, k=k), dtype=np.float64)
 
 
 def per_problem(problems: Sequence[ProblemCandidates], k: int) -> dict[str, np.ndarray]:
