@@ -103,3 +103,30 @@ def test_steps_without_a_cascade_graph_time_the_other_two(tiny_model: Path, tmp_
     assert result.exit_code == 0, result.output
     assert "prefix ms" in result.output
     assert "cascade ms" not in result.output
+
+
+def test_steps_profile_says_where_each_step_goes(tiny_model: Path) -> None:
+    args = ["bench", "steps", "--model", str(tiny_model), "--rows", "2", "--repeats", "2"]
+    args += ["--shots", "2", "--generated", "1", "--generated", "4", "--profile"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    timings = json.loads(result.output)["timings"]
+    assert len(timings) == 6
+    for t in timings:
+        ops = t["ops"]
+        # Every graph multiplies matrices; the time outside kernels comes last.
+        assert any(op in ops for op in ("MatMul", "FusedMatMul", "Gemm")), ops
+        assert list(ops)[-1] == "between nodes"
+        assert all(seconds >= 0 for seconds in ops.values())
+        assert sum(ops.values()) - ops["between nodes"] > 0
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Where a step goes at N=2" in result.output
+    assert "between nodes" in result.output
+
+
+def test_steps_without_profile_report_no_ops(tiny_model: Path) -> None:
+    args = ["bench", "steps", "--model", str(tiny_model), "--rows", "2", "--repeats", "1"]
+    result = runner.invoke(app, [*args, "--shots", "0", "--generated", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert all(t["ops"] is None for t in json.loads(result.output)["timings"])

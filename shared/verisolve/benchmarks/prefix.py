@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from verisolve.benchmarks.generate import DEFAULT_QUESTION, bench_prompt
+from verisolve.benchmarks.op_profile import mean_by_op, profiled_runs
 from verisolve.inference.cascade_decoder import CascadeDecoder
 from verisolve.inference.onnx_decoder import CacheLayout
 from verisolve.inference.prefix_decoder import PrefixDecoder
@@ -37,13 +39,18 @@ GRAPHS = (STANDARD, PREFIX, CASCADE)
 
 @dataclass(frozen=True, slots=True)
 class StepTiming:
-    """The median time of one decode step of one graph at one cache shape."""
+    """The median time of one decode step of one graph at one cache shape.
+
+    `ops`, when profiled: seconds per step by ONNX op type (mean over the timed runs), the time
+    outside every kernel last.
+    """
 
     graph: str
     rows: int
     prompt_tokens: int
     generated_tokens: int
     seconds: float
+    ops: dict[str, float] | None = None
 
 
 def _median_run(
@@ -124,8 +131,38 @@ def time_decode_steps(
     repeats: int = 5,
     threads: int | None = None,
     seed: int = 0,
+    profile: bool = False,
 ) -> list[StepTiming]:
-    """One decode step of each graph of a model directory, at every (prompt, generated) pair."""
+    """One decode step of each graph of a model directory, at every (prompt, generated) pair.
+
+    `profile` runs every session under ONNX Runtime's profiler (its overhead is in the times
+    then) and gives each timing its `ops`.
+    """
+    with tempfile.TemporaryDirectory(prefix="verisolve-profile-") as scratch:
+        prefix = str(Path(scratch) / "step") if profile else None
+        return _time_decode_steps(
+            model_dir,
+            rows=rows,
+            prompt_lengths=prompt_lengths,
+            generated_lengths=generated_lengths,
+            repeats=repeats,
+            threads=threads,
+            seed=seed,
+            profile=prefix,
+        )
+
+
+def _time_decode_steps(
+    model_dir: Path,
+    *,
+    rows: int,
+    prompt_lengths: Sequence[int],
+    generated_lengths: Sequence[int],
+    repeats: int,
+    threads: int | None,
+    seed: int,
+    profile: str | None,
+) -> list[StepTiming]:
     manifest = Manifest.load(model_dir)
     prefix_file = manifest.graphs.get("decoder_prefix")
     if prefix_file is None:
@@ -134,13 +171,17 @@ def time_decode_steps(
         model_dir / manifest.graphs["decoder"],
         model_dir / prefix_file,
         threads=threads or len(os.sched_getaffinity(0)),
+        profile=profile,
     )
     cascade_file = manifest.graphs.get(CASCADE_ROLE)
     cascade = (
         None
         if cascade_file is None
-        else CascadeDecoder.load(model_dir / cascade_file, threads=threads)
+        else CascadeDecoder.load(model_dir / cascade_file, threads=threads, profile=profile)
     )
+    sessions = {STANDARD: decoder.prefill_session, PREFIX: decoder.step_session}
+    if cascade is not None:
+        sessions[CASCADE] = cascade.session
     rng = np.random.default_rng(seed)
     timings = []
     for prompt in prompt_lengths:
@@ -157,7 +198,30 @@ def time_decode_steps(
                 feeds = _cascade_feeds(cascade, rows, prompt, generated, rng)
                 seconds = _median_run(cascade.session, feeds, repeats)
                 timings.append(StepTiming(CASCADE, rows, prompt, generated, seconds))
-    return timings
+    if profile is None:
+        return timings
+    return _with_ops(timings, sessions, repeats)
+
+
+def _with_ops(
+    timings: list[StepTiming], sessions: dict[str, ort.InferenceSession], repeats: int
+) -> list[StepTiming]:
+    """Each timing with its op breakdown: its graph's profiled runs, in the order they ran."""
+    per_point = 1 + repeats  # _median_run's warm-up, then the timed runs
+    pending: dict[str, list[dict[str, float]]] = {}
+    for graph, session in sessions.items():
+        runs = profiled_runs(Path(session.end_profiling()))
+        expected = per_point * sum(1 for t in timings if t.graph == graph)
+        if len(runs) < expected:
+            raise RuntimeError(f"the profiler recorded {len(runs)} runs of {graph}, not {expected}")
+        # Loading a session may run it: the timed points' runs are the last ones, in order.
+        pending[graph] = runs[len(runs) - expected :]
+    result: list[StepTiming] = []
+    for timing in timings:
+        runs = pending[timing.graph]
+        result.append(replace(timing, ops=mean_by_op(runs[1:per_point])))
+        pending[timing.graph] = runs[per_point:]
+    return result
 
 
 def prompt_lengths_for_shots(

@@ -12,8 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from verisolve.benchmarks.op_profile import BETWEEN
 from verisolve.benchmarks.prefix import (
     CASCADE,
+    GRAPHS,
     PREFIX,
     STANDARD,
     StepTiming,
@@ -24,6 +26,8 @@ from verisolve.benchmarks.prefix import (
 from verisolve.cli.line_errors import fail
 
 console = Console()
+# Op types shown one by one in --profile's tables; the rest are summed as "other ops".
+TOP_OPS = 12
 
 
 def steps(
@@ -45,6 +49,14 @@ def steps(
     rows: Annotated[int, typer.Option(min=1, help="Rows decoded together (N).")] = 64,
     repeats: Annotated[int, typer.Option(min=1, help="Timed runs per point (median).")] = 5,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.")] = None,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile",
+            help="Also show where a step's time goes, by ONNX op type (ONNX Runtime's "
+            "profiler, whose overhead is in the times then).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Seconds per decode step against the past length, for each graph side by side."""
@@ -58,14 +70,18 @@ def steps(
             generated_lengths=generated or [1, 120],
             repeats=repeats,
             threads=threads,
+            profile=profile,
         )
     except (ValueError, OSError) as exc:
         fail(f"bench steps: {exc}")
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps({"shots": lengths, "timings": [asdict(t) for t in timings]}))
-    else:
-        console.print(_table(lengths, timings, rows))
+        return
+    console.print(_table(lengths, timings, rows))
+    if profile:
+        for (prompt, own), point in _by_point(timings).items():
+            console.print(_ops_table(point, prompt, own, rows))
 
 
 def _table(lengths: dict[int, int], timings: list[StepTiming], rows: int) -> Table:
@@ -87,4 +103,39 @@ def _table(lengths: dict[int, int], timings: list[StepTiming], rows: int) -> Tab
             f"{seconds[STANDARD] / seconds[PREFIX]:.1f}x",
         ]
         table.add_row(*cells, *([f"{seconds[CASCADE] * 1000:.1f}"] if cascade else []))
+    return table
+
+
+def _by_point(timings: list[StepTiming]) -> dict[tuple[int, int], list[StepTiming]]:
+    points: dict[tuple[int, int], list[StepTiming]] = {}
+    for t in timings:
+        points.setdefault((t.prompt_tokens, t.generated_tokens), []).append(t)
+    return points
+
+
+def _ops_table(point: list[StepTiming], prompt: int, own: int, rows: int) -> Table:
+    """Milliseconds per step by op type, one column per graph, the costliest ops first."""
+    graphs = sorted(point, key=lambda t: GRAPHS.index(t.graph))
+    ops = {t.graph: t.ops or {} for t in graphs}
+    # Ordered by the last graph's costs (the cascade graph's, when the model has it).
+    leading = [op for op in ops[graphs[-1].graph] if op != BETWEEN]
+    for t in graphs:
+        leading += [op for op in ops[t.graph] if op != BETWEEN and op not in leading]
+    shown = leading[:TOP_OPS]
+    table = Table(title=f"Where a step goes at N={rows}, {prompt} prompt, {own} generated (ms)")
+    table.add_column("op type")
+    for t in graphs:
+        table.add_column(t.graph, justify="right")
+
+    def cells(values: list[float]) -> list[str]:
+        return [f"{v * 1000:.2f}" for v in values]
+
+    for op in shown:
+        table.add_row(op, *cells([ops[t.graph].get(op, 0.0) for t in graphs]))
+    other = [
+        sum(v for k, v in ops[t.graph].items() if k not in shown and k != BETWEEN) for t in graphs
+    ]
+    table.add_row("other ops", *cells(other))
+    table.add_row(BETWEEN, *cells([ops[t.graph].get(BETWEEN, 0.0) for t in graphs]))
+    table.add_row("profiled run", *cells([sum(ops[t.graph].values()) for t in graphs]))
     return table

@@ -90,16 +90,21 @@ class CascadeDecoder:
         *,
         threads: int | None = None,
         bind: bool | None = None,
+        profile: str | None = None,
     ) -> CascadeDecoder:
         """Open the graph; threads default to the cores this process may use.
 
         Without ONNX Runtime's CPU arena: a step's tensors change size with the rows and the
         longest row every step, and the arena kept the largest of each (measured on a job of 16
         problems at N = 16: peak 1014 MB without it, 1076 MB with, the same speed within 2%).
-        The per-problem engine keeps it (without: 2.4x its peak and slower).
+        The per-problem engine keeps it (without: 2.4x its peak and slower). `profile`: a file
+        prefix to turn ONNX Runtime's profiler on (see `create_session`).
         """
         threads = threads or len(os.sched_getaffinity(0))
-        return cls(create_session(cascade_path, provider, threads=threads, arena=False), bind=bind)
+        session = create_session(
+            cascade_path, provider, threads=threads, arena=False, profile=profile
+        )
+        return cls(session, bind=bind)
 
     @property
     def kv_bytes_per_token(self) -> int:

@@ -61,12 +61,16 @@ class PrefixDecoder:
         *,
         threads: int | None = None,
         bind: bool | None = None,
+        profile: str | None = None,
     ) -> PrefixDecoder:
-        """Open both graphs on a provider; threads default to the cores this process may use."""
+        """Open both graphs on a provider; threads default to the cores this process may use.
+
+        `profile`: a file prefix to turn ONNX Runtime's profiler on (see `create_session`).
+        """
         threads = threads or len(os.sched_getaffinity(0))
         return cls(
-            create_session(decoder_path, provider, threads=threads),
-            create_session(prefix_path, provider, threads=threads),
+            create_session(decoder_path, provider, threads=threads, profile=profile),
+            create_session(prefix_path, provider, threads=threads, profile=profile),
             bind=bind,
         )
 

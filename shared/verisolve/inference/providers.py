@@ -40,12 +40,19 @@ def check_provider_available(provider: str) -> None:
 
 
 def create_session(
-    model_path: Path, provider: str = "cpu", *, threads: int | None = None, arena: bool = True
+    model_path: Path,
+    provider: str = "cpu",
+    *,
+    threads: int | None = None,
+    arena: bool = True,
+    profile: str | None = None,
 ) -> ort.InferenceSession:
     """A session that runs on `provider`, or a ProviderUnavailableError that says why not.
 
     `arena=False` turns ONNX Runtime's CPU memory arena off: tensors are freed to the system
     allocator rather than kept for reuse, which is leaner where their sizes change every run.
+    `profile` turns ONNX Runtime's profiler on, writing its JSON at `session.end_profiling()`
+    to a file whose name starts with this prefix (see benchmarks/op_profile.py).
     """
     check_provider_available(provider)
     wanted = ort_provider_name(provider)
@@ -53,6 +60,9 @@ def create_session(
     options.enable_cpu_mem_arena = arena
     if threads is not None:
         options.intra_op_num_threads = threads
+    if profile is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile
     # The CPU provider stays second in the list so that ops the CUDA provider lacks still run.
     providers = [wanted] if provider == "cpu" else [wanted, _ORT_NAMES["cpu"]]
     session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
