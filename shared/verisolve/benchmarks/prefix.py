@@ -212,10 +212,9 @@ def _with_ops(
     for graph, session in sessions.items():
         runs = profiled_runs(Path(session.end_profiling()))
         expected = per_point * sum(1 for t in timings if t.graph == graph)
-        if len(runs) < expected:
+        if len(runs) != expected:
             raise RuntimeError(f"the profiler recorded {len(runs)} runs of {graph}, not {expected}")
-        # Loading a session may run it: the timed points' runs are the last ones, in order.
-        pending[graph] = runs[len(runs) - expected :]
+        pending[graph] = runs
     result: list[StepTiming] = []
     for timing in timings:
         runs = pending[timing.graph]
@@ -233,9 +232,19 @@ def prompt_lengths_for_shots(
     return {k: len(tokenizer.encode(bench_prompt(manifest, question, k))) for k in shots}
 
 
+def timings_by_point(
+    timings: Sequence[StepTiming],
+) -> dict[tuple[int, int], list[StepTiming]]:
+    """(prompt tokens, generated tokens) -> that point's timings, one per graph, in run order."""
+    points: dict[tuple[int, int], list[StepTiming]] = {}
+    for t in timings:
+        points.setdefault((t.prompt_tokens, t.generated_tokens), []).append(t)
+    return points
+
+
 def step_seconds(timings: Sequence[StepTiming]) -> dict[tuple[int, int], dict[str, float]]:
     """(prompt tokens, generated tokens) -> graph -> seconds, for side-by-side tables."""
-    table: dict[tuple[int, int], dict[str, float]] = {}
-    for t in timings:
-        table.setdefault((t.prompt_tokens, t.generated_tokens), {})[t.graph] = t.seconds
-    return table
+    return {
+        point: {t.graph: t.seconds for t in group}
+        for point, group in timings_by_point(timings).items()
+    }

@@ -22,6 +22,7 @@ from verisolve.benchmarks.prefix import (
     prompt_lengths_for_shots,
     step_seconds,
     time_decode_steps,
+    timings_by_point,
 )
 from verisolve.cli.line_errors import fail
 
@@ -80,7 +81,7 @@ def steps(
         return
     console.print(_table(lengths, timings, rows))
     if profile:
-        for (prompt, own), point in _by_point(timings).items():
+        for (prompt, own), point in timings_by_point(timings).items():
             console.print(_ops_table(point, prompt, own, rows))
 
 
@@ -106,20 +107,14 @@ def _table(lengths: dict[int, int], timings: list[StepTiming], rows: int) -> Tab
     return table
 
 
-def _by_point(timings: list[StepTiming]) -> dict[tuple[int, int], list[StepTiming]]:
-    points: dict[tuple[int, int], list[StepTiming]] = {}
-    for t in timings:
-        points.setdefault((t.prompt_tokens, t.generated_tokens), []).append(t)
-    return points
-
-
 def _ops_table(point: list[StepTiming], prompt: int, own: int, rows: int) -> Table:
     """Milliseconds per step by op type, one column per graph, the costliest ops first."""
     graphs = sorted(point, key=lambda t: GRAPHS.index(t.graph))
     ops = {t.graph: t.ops or {} for t in graphs}
-    # Ordered by the last graph's costs (the cascade graph's, when the model has it).
-    leading = [op for op in ops[graphs[-1].graph] if op != BETWEEN]
-    for t in graphs:
+    # Ordered by the last graph's costs (the cascade graph's, when the model has it), then the
+    # ops only the others have.
+    leading: list[str] = []
+    for t in reversed(graphs):
         leading += [op for op in ops[t.graph] if op != BETWEEN and op not in leading]
     shown = leading[:TOP_OPS]
     table = Table(title=f"Where a step goes at N={rows}, {prompt} prompt, {own} generated (ms)")
