@@ -114,6 +114,8 @@ def test_export_again_under_the_same_name_replaces_cleanly(tiny_dirs: dict[str, 
         (["--kind", "generator", "--name", "../escape"], "--name '../escape'"),
         (["--kind", "generator", "--name", "g", "--score-form", "token"], "verifiers only"),
         (["--kind", "verifier", "--name", "v", "--few-shot"], "generators only"),
+        (["--kind", "generator", "--name", "g", "--row-scaled"], "with --int8 only"),
+        (["--kind", "verifier", "--name", "v", "--int8", "--row-scaled"], "with --int8 only"),
     ],
 )
 def test_export_refuses_bad_options(

@@ -181,3 +181,40 @@ def test_int8_graph_matches_the_int8_decoder(tmp_path: Path) -> None:
         np.testing.assert_allclose(
             b.step(np.array(tokens)), a.step(np.array(tokens)), atol=1e-3, rtol=0
         )
+
+
+def test_row_scaled_int8_graphs_match_each_other(tmp_path: Path) -> None:
+    """Exported with --row-scaled, every graph splits the same outlier channels and they agree."""
+    onnx = pytest.importorskip("onnx")
+    from verisolve.modelstore.export import export_generator
+    from verisolve.modelstore.tiny import build_tiny_model
+
+    hf = build_tiny_model(tmp_path / "hf", seed=4)
+    out = tmp_path / "int8"
+    export_generator(hf, out, name="tiny-int8", int8=True, row_scaled=True)
+    channels = []
+    for graph in ("model.onnx", "decoder_prefix.onnx", "decoder_cascade.onnx"):
+        model = onnx.load(str(out / graph)).graph
+        ops = {node.op_type for node in model.node}
+        assert "MatMulInteger" in ops
+        assert "MatMulNBits" not in ops
+        split = sorted(i.name for i in model.initializer if i.name.endswith("_outlier_index"))
+        assert len(split) == 2  # one per layer
+        channels.append(
+            [
+                onnx.numpy_helper.to_array(i).tolist()
+                for i in model.initializer
+                if i.name.endswith("_outlier_index")
+            ]
+        )
+    assert channels[0] == channels[1] == channels[2]
+    standard, shared = backends(out)
+    prompt = list(range(5, 40))
+    _, a = standard.prefill(prompt)
+    _, b = shared.prefill(prompt)
+    a.expand(4)
+    b.expand(4)
+    for tokens in ([1, 2, 3, 4], [5, 6, 7, 8]):
+        np.testing.assert_allclose(
+            b.step(np.array(tokens)), a.step(np.array(tokens)), atol=1e-3, rtol=0
+        )

@@ -75,6 +75,7 @@ def _export(
     int8: bool,
     score_form: ScoreForm,
     few_shot: bool,
+    row_scaled: bool = False,
 ) -> Manifest:
     """Run the exporter for `kind` (imported here: it needs the export extra)."""
     source = str(hf_dir.resolve())
@@ -87,6 +88,7 @@ def _export(
             out_dir,
             name=name,
             int8=int8,
+            row_scaled=row_scaled,
             prompt=default_prompt() if few_shot else PromptSpec(),
             stop=list(STOP_STRINGS),
             source=source,
@@ -122,6 +124,14 @@ def export(
             "--few-shot", help="Generators: prompt with our 4 GSM8K-format worked examples."
         ),
     ] = False,
+    row_scaled: Annotated[
+        bool,
+        typer.Option(
+            "--row-scaled",
+            help="Generators, with --int8: every weight product int8, activations scaled per "
+            "row, the down projections' outlier channels in fp32 (see README).",
+        ),
+    ] = False,
 ) -> None:
     """Export HF_DIR to ONNX into the models directory and register it as NAME."""
     from verisolve.modelstore.export import ExportError
@@ -134,6 +144,9 @@ def export(
         raise typer.Exit(1)
     if few_shot and kind is Kind.VERIFIER:
         fail("--few-shot applies to generators only")
+        raise typer.Exit(1)
+    if row_scaled and (kind is Kind.VERIFIER or not int8):
+        fail("--row-scaled applies to generators exported with --int8 only")
         raise typer.Exit(1)
     if not hf_dir.is_dir():
         fail(f"{hf_dir}: no such directory")
@@ -149,6 +162,7 @@ def export(
             int8=int8,
             score_form=score_form or ScoreForm.SEQUENCE,
             few_shot=few_shot,
+            row_scaled=row_scaled,
         )
     except (ExportError, OSError, ValueError) as exc:
         fail(f"cannot export {hf_dir}: {exc}")

@@ -14,6 +14,7 @@ prefix, each question and every step.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,12 @@ def export_cascade_decoder(
 
 
 def add_cascade_decoder(
-    hf_dir: Path, model_dir: Path, *, int8: bool = False, cache_dtype: str | None = None
+    hf_dir: Path,
+    model_dir: Path,
+    *,
+    int8: bool = False,
+    cache_dtype: str | None = None,
+    outliers: Mapping[int, Sequence[int]] | None = None,
 ) -> str | None:
     """Export the cascade graph into a model directory; its file name, or None if unsupported.
 
@@ -128,6 +134,7 @@ def add_cascade_decoder(
     cache_dtype = cache_dtype or ("float16" if int8 else "float32")
     path = export_cascade_decoder(hf_dir, model_dir / CASCADE_DECODER_FILE, cache_dtype=cache_dtype)
     if int8:
-        # Quantised as the decoder and prefix graphs are, so that all three agree.
-        quantize_graph(path)
+        # Quantised as the decoder and prefix graphs are (the same outlier channels), so that
+        # all three agree.
+        quantize_graph(path, outliers)
     return CASCADE_DECODER_FILE

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -92,8 +92,15 @@ def quantize_int8(
     *,
     matmul_only: bool = True,
     blockwise: Sequence[str] = BLOCKWISE_NODES,
+    outliers: Mapping[int, Sequence[int]] | None = None,
 ) -> list[str]:
     """ONNX Runtime's int8 quantisation of every MatMul weight; the names quantised blockwise.
+
+    With `outliers` (each layer's down-projection input channels to keep in fp32, from
+    `int8.down_proj_outliers`), the row-scaled scheme of `verisolve.modelstore.int8`: every
+    weight product int8, activations scaled per row, per-channel weights for the down
+    projections and the LM head; nothing is blockwise. Without (verifiers, architectures the
+    calibration does not know, graphs over 2 GB), the earlier scheme below.
 
     Most MatMuls get dynamic quantisation: QInt8 weights, activations quantised per tensor at
     run time. The MLP down-projections' inputs carry activation outliers that one scale per
@@ -114,13 +121,18 @@ def quantize_int8(
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    external = len(onnx_files_of(src)) > 1
+    if outliers is not None and matmul_only and not external:
+        from verisolve.modelstore.int8 import quantize_row_scaled
+
+        quantize_row_scaled(src, dst, outliers)
+        return []
     graph = onnx.load(str(src), load_external_data=False).graph
     chosen = [
         node.name
         for node in graph.node
         if node.op_type == "MatMul" and any(part in node.name for part in blockwise)
     ]
-    external = len(onnx_files_of(src)) > 1
     quantize_dynamic(
         src,
         dst,
@@ -253,8 +265,12 @@ def export_generator(
     keep_hf: bool = False,
     overwrite: bool = False,
     prefix_shared: bool = True,
+    row_scaled: bool = False,
 ) -> Manifest:
     """Export a causal LM as a verisolve generator directory (decoder with past).
+
+    `row_scaled` (with `int8`): the row-scaled int8 scheme (see `verisolve.modelstore.int8`)
+    instead of blockwise 8-bit head and down projections, for every graph of the model.
 
     With `prefix_shared`, supported architectures also get the prefix-shared decode graph and
     the cascade graph that batches rows of many problems.
@@ -262,6 +278,7 @@ def export_generator(
     from optimum.exporters.onnx import main_export
 
     from verisolve.modelstore.cascade_export import CASCADE_ROLE, add_cascade_decoder
+    from verisolve.modelstore.int8 import down_proj_outliers
     from verisolve.modelstore.prefix_export import add_prefix_decoder
 
     config = read_config(hf_dir)
@@ -278,15 +295,23 @@ def export_generator(
         decoder = tmp / DECODER_FILE
         if not decoder.is_file():
             raise ExportError(f"optimum wrote no {DECODER_FILE} for {hf_dir}")
+        # Found once, so that every graph of the model quantises the same channels alike.
+        outliers = down_proj_outliers(hf_dir) if int8 and row_scaled else None
         if int8:
             quantized = tmp / "model.int8.onnx"
-            quantize_int8(decoder, quantized)
+            quantize_int8(decoder, quantized, outliers=outliers)
             _replace_onnx(decoder, quantized)
         graphs = {"decoder": DECODER_FILE}
-        prefix = add_prefix_decoder(hf_dir, tmp, int8=int8) if prefix_shared else None
+        prefix = (
+            add_prefix_decoder(hf_dir, tmp, int8=int8, outliers=outliers) if prefix_shared else None
+        )
         if prefix is not None:
             graphs["decoder_prefix"] = prefix
-        cascade = add_cascade_decoder(hf_dir, tmp, int8=int8) if prefix_shared else None
+        cascade = (
+            add_cascade_decoder(hf_dir, tmp, int8=int8, outliers=outliers)
+            if prefix_shared
+            else None
+        )
         if cascade is not None:
             graphs[CASCADE_ROLE] = cascade
         copy_tokenizer(hf_dir, tmp)

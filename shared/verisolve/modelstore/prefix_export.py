@@ -16,6 +16,7 @@ projections, rotary embedding, MLP, head) and exported with the TorchScript expo
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,22 +114,31 @@ def export_prefix_decoder(hf_dir: Path, out_path: Path, *, opset: int = OPSET) -
     return out_path
 
 
-def add_prefix_decoder(hf_dir: Path, model_dir: Path, *, int8: bool = False) -> str | None:
-    """Export the prefix graph into a model directory; its file name, or None if unsupported."""
+def add_prefix_decoder(
+    hf_dir: Path,
+    model_dir: Path,
+    *,
+    int8: bool = False,
+    outliers: Mapping[int, Sequence[int]] | None = None,
+) -> str | None:
+    """Export the prefix graph into a model directory; its file name, or None if unsupported.
+
+    `outliers`: the model's down-projection outlier channels (see `quantize_int8`).
+    """
     config = read_config(hf_dir)
     if unsupported_reason(config) is not None:
         return None
     path = export_prefix_decoder(hf_dir, model_dir / PREFIX_DECODER_FILE)
     if int8:
-        quantize_graph(path)
+        quantize_graph(path, outliers)
     return PREFIX_DECODER_FILE
 
 
-def quantize_graph(path: Path) -> None:
+def quantize_graph(path: Path, outliers: Mapping[int, Sequence[int]] | None = None) -> None:
     """Quantise one of our decode graphs in place, as the decoder is (the head made MatMul)."""
     transpose_head(path)
     quantized = path.with_suffix(".int8.onnx")
-    quantize_int8(path, quantized)
+    quantize_int8(path, quantized, outliers=outliers)
     quantized.replace(path)
 
 
