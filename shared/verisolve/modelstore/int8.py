@@ -33,10 +33,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-# The MatMuls that get per-channel weight scales, by node-name part (optimum's and our graphs'
-# Llama-family names); down projections also get their outlier channels split off.
+# Down projections, by node-name part (optimum's and our graphs' Llama-family names), get their
+# outlier channels split off.
 DOWN_PROJ = "/mlp/down_proj/"
-HEAD = "/lm_head/"
 # Outlier channels per down projection: the default model's largest reach 3,030, 2,357 and
 # 476 on three layers against medians of 0.4 to 4.3; more (16, 32) measured no closer to fp32.
 OUTLIER_CHANNELS = 8
@@ -97,13 +96,13 @@ def quantize_row_scaled(src: Path, dst: Path, outliers: Mapping[int, Sequence[in
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from verisolve.modelstore.export import _fold_weight_transposes
+    from verisolve.modelstore.export import BLOCKWISE_NODES, _fold_weight_transposes
 
     model = onnx.load(str(src))
     graph = model.graph
-    weights = {init.name for init in graph.initializer}
     products = [n for n in graph.node if n.op_type == "MatMul" and len(n.input) == 2]
-    channelwise = [n.name for n in products if DOWN_PROJ in n.name or HEAD in n.name]
+    # The MatMuls the earlier scheme makes blockwise (down projections, head) go per-channel.
+    channelwise = [n.name for n in products if any(p in n.name for p in BLOCKWISE_NODES)]
     _fold_weight_transposes(model, set(channelwise))
     weights = {init.name for init in graph.initializer}
     quantised = [n for n in products if n.input[1] in weights]
