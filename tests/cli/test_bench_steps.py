@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,47 @@ def test_steps_without_profile_report_no_ops(tiny_model: Path) -> None:
     result = runner.invoke(app, [*args, "--shots", "0", "--generated", "1", "--json"])
     assert result.exit_code == 0, result.output
     assert all(t["ops"] is None for t in json.loads(result.output)["timings"])
+
+
+def _linked_copy(source: Path, target: Path, *, drop: str | None = None) -> Path:
+    """A model directory whose files link to `source`'s (without the graph role `drop`)."""
+    target.mkdir()
+    manifest = Manifest.load(source)
+    if drop is not None:
+        manifest.graphs.pop(drop)
+    for name in {manifest.tokenizer, *manifest.graphs.values()}:
+        (target / name).symlink_to(source / name)
+    manifest.save(target)
+    return target
+
+
+def test_steps_against_another_export_times_both_cascade_graphs(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    other = _linked_copy(tiny_model, tmp_path / "other")
+    args = ["bench", "steps", "--model", str(tiny_model), "--against", str(other)]
+    args += ["--rows", "2", "--repeats", "2", "--shots", "0", "--generated", "1"]
+    result = runner.invoke(app, [*args, "--generated", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    timings = json.loads(result.output)["timings"]
+    assert [t["graph"] for t in timings] == ["standard", "prefix", "cascade", "cascade against"] * 2
+    assert all(t["seconds"] > 0 for t in timings)
+    result = runner.invoke(app, [*args, "--profile"])
+    assert result.exit_code == 0, result.output
+    # The ratio column (two decimals, where the prefix speedup has one); narrow terminals wrap
+    # its header.
+    assert re.search(r"│ +\d+\.\d\dx │", result.output), result.output
+    assert "cascade against" in result.output  # a column of the op table too
+    result = runner.invoke(app, [*args, "--json", "--profile"])
+    assert all(t["ops"] for t in json.loads(result.output)["timings"])
+
+
+def test_steps_against_needs_a_cascade_graph_on_both_sides(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    plain = _linked_copy(tiny_model, tmp_path / "plain", drop="decoder_cascade")
+    for model, other in ((tiny_model, plain), (plain, tiny_model)):
+        args = ["bench", "steps", "--model", str(model), "--against", str(other)]
+        result = runner.invoke(app, [*args, "--rows", "2", "--repeats", "1", "--shots", "0"])
+        assert result.exit_code == 1
+        assert "both need one" in result.output

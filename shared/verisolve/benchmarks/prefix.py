@@ -34,7 +34,10 @@ from verisolve.modelstore.manifest import Manifest
 STANDARD = "standard"
 PREFIX = "prefix"
 CASCADE = "cascade"
-GRAPHS = (STANDARD, PREFIX, CASCADE)
+# The cascade graph of a second model (`against`), timed alternately with the first's on the
+# same inputs: two exports of one model (another quantisation, say) compared in one run.
+AGAINST = "cascade against"
+GRAPHS = (STANDARD, PREFIX, CASCADE, AGAINST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +60,23 @@ def _median_run(
     session: ort.InferenceSession, feeds: dict[str, NDArray[Any]], repeats: int
 ) -> float:
     """The median wall time of `repeats` runs, after one warm-up run."""
-    session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+    return _median_runs([session], feeds, repeats)[0]
+
+
+def _median_runs(
+    sessions: Sequence[ort.InferenceSession], feeds: dict[str, NDArray[Any]], repeats: int
+) -> list[float]:
+    """Each session's median wall time of `repeats` runs, after one warm-up run each; the
+    sessions take turns, so that a machine's drift weighs on all of them alike."""
+    times: list[list[float]] = [[] for _ in sessions]
+    for session in sessions:
         session.run(None, feeds)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    for _ in range(repeats):
+        for session, taken in zip(sessions, times, strict=True):
+            started = time.perf_counter()
+            session.run(None, feeds)
+            taken.append(time.perf_counter() - started)
+    return [statistics.median(taken) for taken in times]
 
 
 def _cache(layout: CacheLayout, rows: int, length: int, rng: np.random.Generator) -> NDArray[Any]:
@@ -132,11 +145,13 @@ def time_decode_steps(
     threads: int | None = None,
     seed: int = 0,
     profile: bool = False,
+    against: Path | None = None,
 ) -> list[StepTiming]:
     """One decode step of each graph of a model directory, at every (prompt, generated) pair.
 
     `profile` runs every session under ONNX Runtime's profiler (its overhead is in the times
-    then) and gives each timing its `ops`.
+    then) and gives each timing its `ops`. `against`: another model directory whose cascade
+    graph takes the same inputs, timed as AGAINST, alternately with this model's.
     """
     with tempfile.TemporaryDirectory(prefix="verisolve-profile-") as scratch:
         prefix = str(Path(scratch) / "step") if profile else None
@@ -149,6 +164,7 @@ def time_decode_steps(
             threads=threads,
             seed=seed,
             profile=prefix,
+            against=against,
         )
 
 
@@ -162,6 +178,7 @@ def _time_decode_steps(
     threads: int | None,
     seed: int,
     profile: str | None,
+    against: Path | None,
 ) -> list[StepTiming]:
     manifest = Manifest.load(model_dir)
     prefix_file = manifest.graphs.get("decoder_prefix")
@@ -182,6 +199,8 @@ def _time_decode_steps(
     sessions = {STANDARD: decoder.prefill_session, PREFIX: decoder.step_session}
     if cascade is not None:
         sessions[CASCADE] = cascade.session
+    if against is not None:
+        sessions[AGAINST] = _against(cascade, against, threads, profile).session
     rng = np.random.default_rng(seed)
     timings = []
     for prompt in prompt_lengths:
@@ -196,11 +215,28 @@ def _time_decode_steps(
             del shared
             if cascade is not None:
                 feeds = _cascade_feeds(cascade, rows, prompt, generated, rng)
-                seconds = _median_run(cascade.session, feeds, repeats)
-                timings.append(StepTiming(CASCADE, rows, prompt, generated, seconds))
+                graphs = [g for g in (CASCADE, AGAINST) if g in sessions]
+                times = _median_runs([sessions[g] for g in graphs], feeds, repeats)
+                for graph, seconds in zip(graphs, times, strict=True):
+                    timings.append(StepTiming(graph, rows, prompt, generated, seconds))
     if profile is None:
         return timings
     return _with_ops(timings, sessions, repeats)
+
+
+def _against(
+    cascade: CascadeDecoder | None, other_dir: Path, threads: int | None, profile: str | None
+) -> CascadeDecoder:
+    """The other model's cascade graph, checked to take the first one's inputs."""
+    other = Manifest.load(other_dir).graphs.get(CASCADE_ROLE)
+    if cascade is None or other is None:
+        raise ValueError("--against compares two models' cascade graphs: both need one")
+    decoder = CascadeDecoder.load(other_dir / other, threads=threads, profile=profile)
+    mine = [(i.name, i.type, i.shape) for i in cascade.session.get_inputs()]
+    theirs = [(i.name, i.type, i.shape) for i in decoder.session.get_inputs()]
+    if mine != theirs:
+        raise ValueError(f"{other_dir}: its cascade graph does not take the same inputs")
+    return decoder
 
 
 def _with_ops(

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from verisolve.benchmarks.op_profile import BETWEEN
 from verisolve.benchmarks.prefix import (
+    AGAINST,
     CASCADE,
     GRAPHS,
     PREFIX,
@@ -58,6 +59,13 @@ def steps(
             "profiler, whose overhead is in the times then).",
         ),
     ] = False,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            help="Another export of the model (a model directory): its cascade graph is timed "
+            "alternately with --model's on the same inputs, and the table gives the ratio."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Seconds per decode step against the past length, for each graph side by side."""
@@ -72,6 +80,7 @@ def steps(
             repeats=repeats,
             threads=threads,
             profile=profile,
+            against=against,
         )
     except (ValueError, OSError) as exc:
         fail(f"bench steps: {exc}")
@@ -91,8 +100,11 @@ def _table(lengths: dict[int, int], timings: list[StepTiming], rows: int) -> Tab
     table = Table(title=f"One decode step at N={rows}")
     points = step_seconds(timings)
     cascade = any(CASCADE in seconds for seconds in points.values())
+    against = any(AGAINST in seconds for seconds in points.values())
     columns = ["shots", "prompt", "generated", "standard ms", "prefix ms", "speedup"]
-    for column in columns + (["cascade ms"] if cascade else []):
+    columns += ["cascade ms"] if cascade else []
+    columns += ["against ms", "cascade / against"] if against else []
+    for column in columns:
         table.add_column(column, justify="right")
     for (prompt, own), seconds in points.items():
         cells = [
@@ -103,7 +115,12 @@ def _table(lengths: dict[int, int], timings: list[StepTiming], rows: int) -> Tab
             f"{seconds[PREFIX] * 1000:.1f}",
             f"{seconds[STANDARD] / seconds[PREFIX]:.1f}x",
         ]
-        table.add_row(*cells, *([f"{seconds[CASCADE] * 1000:.1f}"] if cascade else []))
+        if cascade:
+            cells.append(f"{seconds[CASCADE] * 1000:.1f}")
+        if against:
+            ratio = seconds[CASCADE] / seconds[AGAINST]
+            cells += [f"{seconds[AGAINST] * 1000:.1f}", f"{ratio:.2f}x"]
+        table.add_row(*cells)
     return table
 
 

@@ -21,8 +21,9 @@ caches, teacher-forced over the gold answers of the first 20 GSM8K test problems
 nats and 7.7% of greedy tokens changed, against 0.036 and 7.2% for the blockwise 8-bit head and
 down projections this replaces (MatMulNBits, which ONNX Runtime ran at a quarter of the int8
 kernels' speed at 64 rows on an Intel Xeon with AMX); on six chat prompts with the fp32
-model's answers, 0.098 nats against 0.146. A cascade step took 0.90x the earlier scheme's time
-at 64 rows, 0.95x at 16 and 1.04x at 1 row (the extra nodes). Per-channel weights without the
+model's answers, 0.098 nats against 0.146. A cascade step took 0.84x to 0.88x the earlier
+scheme's time at 64 rows, 0.91x to 0.96x at 16 and 1.15x to 1.25x at 1 row (the extra nodes;
+`verisolve bench steps --against`). Per-channel weights without the
 row scaling and the outlier split: 0.068 nats; 16 or 32 outlier channels: no closer than 8.
 """
 
