@@ -66,7 +66,9 @@ def half_cache_graph(model_dir: Path) -> Path:
     from verisolve.modelstore.cascade_export import export_cascade_decoder
 
     out = model_dir.parent / "cascade-float16.onnx"
-    return export_cascade_decoder(model_dir.parent / "hf", out, cache_dtype="float16")
+    # Blocks of 4 positions: rows span many blocks, and take new ones as they decode.
+    hf = model_dir.parent / "hf"
+    return export_cascade_decoder(hf, out, cache_dtype="float16", block_size=4)
 
 
 def cache_dtype(buffer: np.ndarray | ort.OrtValue) -> np.dtype:
@@ -121,7 +123,7 @@ def test_logits_match_rows_of_many_problems(
             row.append(token)
         for i, row in enumerate(histories):
             np.testing.assert_allclose(logits[i], standard.prefill(row)[0], atol=tolerance, rtol=0)
-        assert all(cache_dtype(buffer) == cascade.own_dtype for buffer in batch.own)
+        assert all(cache_dtype(buffer) == cascade.own_dtype for buffer in batch.pools)
         if step in (2, 8):  # rows finish and leave, as the engine's compaction orders them
             kept = np.array([len(histories) - 1, *range(1, len(histories) - 2)])
             batch.keep(kept)
@@ -251,7 +253,8 @@ def test_a_model_without_the_cascade_graph_gets_no_batch_engine(
 
 
 def one_token_graph(path: Path) -> Path:
-    """A graph with the cascade graph's inputs as it had them before prefills: T fixed at 1."""
+    """A graph with the cascade graph's inputs as they were before prefills (T fixed at 1) and
+    before paged caches (an own-cache bias, own caches padded to the longest row)."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
@@ -278,7 +281,7 @@ def one_token_graph(path: Path) -> Path:
     return path
 
 
-def test_a_cascade_graph_of_one_token_per_row_gets_no_batch_engine(
+def test_a_cascade_graph_of_an_earlier_format_gets_no_batch_engine(
     model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     old = tmp_path / "old"
@@ -294,10 +297,13 @@ def test_a_cascade_graph_of_one_token_per_row_gets_no_batch_engine(
     assert "no continuous batching" in caplog.text
 
 
-def test_a_bound_batch_narrows_when_its_long_rows_leave(model_dir: Path) -> None:
-    graph = model_dir / "decoder_cascade.onnx"
-    plain = CascadeDecoder.load(graph, threads=1)
-    bound = CascadeDecoder.load(graph, threads=1, bind=True)
+def test_the_pool_is_compacted_when_its_long_rows_leave(half_cache_graph: Path) -> None:
+    # Plain and bound (the device-side pool ops, here on CPU) alike: the long question's blocks
+    # are freed when its rows leave, the next step moves the rest to the front of a smaller pool
+    # (a step reads every block), and the rows that stay read their own caches as before.
+    plain = CascadeDecoder.load(half_cache_graph, threads=1)
+    bound = CascadeDecoder.load(half_cache_graph, threads=1, bind=True)
+    assert plain.block_size == 4
     rng = np.random.default_rng(4)
     shared = rng.integers(0, 500, 10).tolist()
     batches = [plain.open(shared), bound.open(shared)]
@@ -308,6 +314,18 @@ def test_a_bound_batch_narrows_when_its_long_rows_leave(model_dir: Path) -> None
     for batch in batches:
         batch.step(tokens)
         batch.keep(np.array([3, 2]))  # the long question's rows leave
-    assert batches[1].width == 32
+        assert batch.capacity - len(batch.free) == 2 * 2  # 6 positions each, in 2 blocks
     tokens = rng.integers(0, 500, 2)
-    np.testing.assert_allclose(batches[1].step(tokens), batches[0].step(tokens), atol=ATOL, rtol=0)
+    logits = batches[0].step(tokens)
+    np.testing.assert_allclose(batches[1].step(tokens), logits, atol=ATOL, rtol=0)
+    for batch in batches:
+        assert batch.capacity == 2 * 2
+        assert not batch.free
+        assert sorted(batch.table.ravel().tolist()) == [0, 1, 2, 3]  # and no columns to spare
+    # Compacted, the rows read their own caches as a batch that never held the long question.
+    rng = np.random.default_rng(4)
+    fresh = plain.open(rng.integers(0, 500, 10).tolist())
+    rng.integers(0, 500, 90)
+    fresh.admit(fresh.prefill(rng.integers(0, 500, 5).tolist())[1], 2)
+    fresh.step(rng.integers(0, 500, 4)[[3, 2]])
+    np.testing.assert_allclose(fresh.step(tokens), logits, atol=ATOL, rtol=0)

@@ -62,36 +62,31 @@ def test_gather_checks_its_inputs() -> None:
 @pytest.mark.parametrize(
     ("elem_type", "dtype"), [("tensor(float)", np.float32), ("tensor(float16)", np.float16)]
 )
-def test_cache_ops_scatter_pad_and_append_as_numpy_does(
+def test_cache_ops_write_blocks_and_tokens_and_append_as_numpy_does(
     elem_type: str, dtype: type[np.generic]
 ) -> None:
     ops = cpu_ops(elem_type, 2)
     rng = np.random.default_rng(5)
-    arrays = [rng.random((3, 2, 6, 4)).astype(dtype) for _ in range(2)]
-    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
-    new = [rng.random((3, 2, 1, 4)).astype(dtype) for _ in range(2)]
-    positions = np.array([5, 0, 2], dtype=np.int64)
-    scattered = ops.scatter(values, new, positions)
-    for got, array, fresh in zip(scattered, arrays, new, strict=True):
-        expected = array.copy()
-        expected[np.arange(3), :, positions, :] = fresh[:, :, 0, :]
-        np.testing.assert_array_equal(got.numpy(), expected)
-    padded = ops.pad(scattered, 3)
-    for got, before in zip(padded, scattered, strict=True):
-        assert got.shape() == [3, 2, 9, 4]
-        np.testing.assert_array_equal(got.numpy()[:, :, :6], before.numpy())
-        assert not got.numpy()[:, :, 6:].any()
-    more = [rng.random((2, 2, 9, 4)).astype(dtype) for _ in range(2)]
-    appended = ops.concat(padded, more)
-    for got, before, extra in zip(appended, padded, more, strict=True):
+    # Block pools [blocks, heads, block size, dim].
+    pools = [rng.random((5, 2, 4, 3)).astype(dtype) for _ in range(2)]
+    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in pools]
+    blocks = np.array([4, 1], dtype=np.int64)
+    whole = [rng.random((2, 2, 4, 3)).astype(dtype) for _ in range(2)]
+    written = ops.write_blocks(values, whole, blocks)
+    expected = [a.copy() for a in pools]
+    for array, fresh in zip(expected, whole, strict=True):
+        array[blocks] = fresh
+    for got, array in zip(written, expected, strict=True):
+        np.testing.assert_array_equal(got.numpy(), array)
+    new = [rng.random((3, 2, 1, 3)).astype(dtype) for _ in range(2)]
+    at, offsets = np.array([0, 4, 2], dtype=np.int64), np.array([3, 0, 2], dtype=np.int64)
+    tokens = ops.write_tokens(written, new, at, offsets)
+    for got, array, fresh in zip(tokens, expected, new, strict=True):
+        array[at, :, offsets, :] = fresh[:, :, 0, :]
+        np.testing.assert_array_equal(got.numpy(), array)
+    more = [rng.random((2, 2, 4, 3)).astype(dtype) for _ in range(2)]
+    appended = ops.concat(tokens, more)
+    for got, before, extra in zip(appended, tokens, more, strict=True):
         np.testing.assert_array_equal(got.numpy(), np.concatenate([before.numpy(), extra]))
-    with pytest.raises(ValueError, match="1 values for a pad of 2"):
-        ops.pad(values[:1], 1)
-
-
-def test_cache_ops_narrow_keeps_the_first_positions() -> None:
-    ops = cpu_ops("tensor(float)", 2)
-    arrays = [np.random.default_rng(i).random((2, 3, 9, 4)).astype(np.float32) for i in range(2)]
-    out = ops.narrow([ort.OrtValue.ortvalue_from_numpy(a) for a in arrays], 5)
-    for got, array in zip(out, arrays, strict=True):
-        np.testing.assert_array_equal(got.numpy(), array[:, :, :5])
+    with pytest.raises(ValueError, match="1 values for a concat of 2"):
+        ops.concat(values[:1], more[:1])

@@ -122,16 +122,29 @@ def _prefix_feeds(
 def _cascade_feeds(
     cascade: CascadeDecoder, rows: int, prompt: int, generated: int, rng: np.random.Generator
 ) -> dict[str, NDArray[Any]]:
-    def cache(count: int, length: int, dtype: Any) -> NDArray[Any]:
-        return _random_cache(count, cascade.kv_heads, length, cascade.head_dim, dtype, rng)
-
+    """A step of `rows` rows, each `generated` positions long in its own blocks of the pool."""
+    size = cascade.block_size
+    per_row = -(-generated // size)
+    blocks = rows * per_row
+    filled = np.tile(np.minimum(generated - np.arange(per_row) * size, size), rows)
     feeds: dict[str, NDArray[Any]] = {
         "input_ids": rng.integers(0, 100, (rows, 1)),
         "position_ids": np.full((rows, 1), prompt + generated, dtype=np.int64),
-        "own_bias": np.zeros((rows, generated), dtype=np.float32),
+        "block_rows": np.repeat(np.arange(rows, dtype=np.int64), per_row),
+        "block_bias": np.where(np.arange(size) < filled[:, None], 0.0, -np.inf).astype(np.float32),
+        "row_blocks": (
+            np.arange(blocks, dtype=np.int64).reshape(rows, per_row)
+            if per_row
+            else np.zeros((rows, 1), dtype=np.int64)
+        ),
     }
-    feeds.update((name, cache(1, prompt, cascade.prefix_dtype)) for name in cascade.prefix_names)
-    feeds.update((name, cache(rows, generated, cascade.own_dtype)) for name in cascade.own_names)
+
+    def cache(count: int, heads: int, length: int, dtype: Any) -> NDArray[Any]:
+        return _random_cache(count, heads, length, cascade.head_dim, dtype, rng)
+
+    kvh = cascade.kv_heads
+    feeds.update((n, cache(1, kvh, prompt, cascade.prefix_dtype)) for n in cascade.prefix_names)
+    feeds.update((n, cache(blocks, kvh, size, cascade.own_dtype)) for n in cascade.own_names)
     return feeds
 
 

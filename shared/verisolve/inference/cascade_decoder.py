@@ -3,13 +3,14 @@
 One graph does everything: the few-shot exemplars are fed through it once per backend (so once
 per worker and model) and their cache, at batch 1, is the prefix every row of every problem
 attends to; a problem's prefill feeds only its question, with the exemplars as prefix; a step
-feeds one token per row. Each row's own cache (its question, then its generated tokens) sits in
-a growing numpy buffer [rows, kv_heads, length, head_dim] per layer, in the graph's cache dtype
-(float16 in int8 builds), padded to the longest row and masked; buffers grow in rows and in
-length as rows are admitted and decode, and are never sized for max_new_tokens up front.
-On CUDA (BoundCascadeBatch) the same caches are OrtValues that never leave the device. A batch
-may pin one problem's question into the shared prefix while only that problem's rows run (see
-`_Pinning`).
+feeds one token per row. Each row's own cache (its question, then its generated tokens) lives
+in blocks of a pool per layer [blocks, kv_heads, S, head_dim], in the graph's cache dtype
+(float16 in int8 builds), as vLLM's paged attention keeps it: a row takes a block when its last
+one is full and gives its blocks back when it leaves, a step attends every row only to its own
+length (never the padding to the longest row in flight), and rows leave or change places without
+a copy. The pool grows as rows are admitted and decode, and is compacted when most of it is free.
+On CUDA the pools are OrtValues that never leave the device. A batch may pin one problem's
+question into the shared prefix while only that problem's rows run (see `_Pinning`).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from numpy.typing import NDArray
 from verisolve.inference.kvgather import CacheOps
 from verisolve.inference.onnx_decoder import NUMPY_TYPES
 from verisolve.inference.providers import create_session, session_device
+from verisolve.modelstore.cascade_export import BLOCK_TABLES
 
-# Own-cache buffers grow in steps of this many positions, so that a grown buffer lasts a while
-# and the padding a step attends to stays short.
-LENGTH_CHUNK = 32
-MIN_ROWS = 8
+# A step reads every block of the pool, free ones included: before a step, a pool more than a
+# quarter free (and by more than MIN_BLOCKS) is compacted. It grows by at least MIN_BLOCKS and
+# an eighth of itself (below the compaction threshold), so that a grown pool lasts a while.
+MIN_BLOCKS = 16
 # The shared prefix is fed this many tokens at a time, each chunk attending to the ones before
 # as its prefix: a long few-shot prompt's attention scores never need more memory than this.
 PREFIX_CHUNK = 128
@@ -66,17 +68,20 @@ class CascadeDecoder:
         self.prefix_names = [f"prefix_{n}" for n in names]
         self.own_names = [f"own_{n}" for n in names]
         self.new_names = [f"new_{n}" for n in names]
-        expected = {"input_ids", "position_ids", "own_bias", *self.prefix_names, *self.own_names}
+        if "own_bias" in inputs:
+            raise OutdatedCascadeGraphError(
+                "the cascade graph pads each row's cache to the longest row: it predates the "
+                "paged caches; re-export the model (verisolve models install-default --force, "
+                "for the default one)"
+            )
+        expected = {"input_ids", "position_ids", *BLOCK_TABLES, *self.prefix_names}
+        expected.update(self.own_names)
         if not layers or set(inputs) != expected:
             differ = sorted(set(inputs) ^ expected)[:4]
             raise ValueError(f"not a cascade decode graph: {differ or 'no own caches'}")
-        if inputs["input_ids"].shape[1] == 1:
-            raise OutdatedCascadeGraphError(
-                "the cascade graph takes one token per row: it predates prefills through it; "
-                "re-export the model (verisolve models install-default, for the default one)"
-            )
         own, prefix = inputs[self.own_names[0]], inputs[self.prefix_names[0]]
         self.kv_heads, self.head_dim = int(own.shape[1]), int(own.shape[3])
+        self.block_size = int(own.shape[2])
         self.own_type = own.type
         self.own_dtype = np.dtype(NUMPY_TYPES[own.type])
         self.prefix_dtype = np.dtype(NUMPY_TYPES[prefix.type])
@@ -111,9 +116,14 @@ class CascadeDecoder:
         """Bytes of cache one token of one row holds, over every layer."""
         return self.kv_heads * self.head_dim * self.own_dtype.itemsize * len(self.own_names)
 
-    def empty(self, dtype: np.dtype[Any], rows: int = 1) -> NDArray[Any]:
-        """A zero-length cache of `rows` rows for one layer."""
-        return np.zeros((rows, self.kv_heads, 0, self.head_dim), dtype=dtype)
+    def empty(self, dtype: np.dtype[Any]) -> NDArray[Any]:
+        """A zero-length cache of one row for one layer."""
+        return np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=dtype)
+
+    def empty_pool(self, blocks: int = 0) -> NDArray[Any]:
+        """A pool of `blocks` zeroed blocks for one layer, in the own caches' dtype."""
+        shape = (blocks, self.kv_heads, self.block_size, self.head_dim)
+        return np.zeros(shape, dtype=self.own_dtype)
 
     def shared_prefix(self, ids: Sequence[int]) -> list[NDArray[Any]]:
         """The cache of the shared tokens, computed on first use and then reused."""
@@ -142,9 +152,9 @@ class CascadeDecoder:
         feeds: dict[str, NDArray[Any]] = {
             "input_ids": np.asarray([ids], dtype=np.int64),
             "position_ids": np.arange(position, position + width, dtype=np.int64)[None],
-            "own_bias": np.zeros((1, 0), dtype=np.float32),
+            **no_blocks(1, self.block_size),
         }
-        feeds.update((n, self.empty(self.own_dtype)) for n in self.own_names)
+        feeds.update((n, self.empty_pool()) for n in self.own_names)
         binding = self.session.io_binding()
         for name, value in [*feeds.items(), *zip(self.prefix_names, prefix, strict=True)]:
             if isinstance(value, ort.OrtValue):
@@ -185,11 +195,19 @@ class CascadeDecoder:
         return QuestionCache(arrays, 0)
 
 
+def no_blocks(rows: int, block_size: int) -> dict[str, NDArray[Any]]:
+    """Block tables for `rows` rows that hold no blocks of their own (an empty pool)."""
+    return {
+        "block_rows": np.zeros(0, dtype=np.int64),
+        "block_bias": np.zeros((0, block_size), dtype=np.float32),
+        "row_blocks": np.zeros((rows, 1), dtype=np.int64),
+    }
+
+
 class _Pinning:
     """The shared prefix a batch's rows attend to: the exemplars, or the exemplars and one pinned
     question (see BatchDecoding.pin). Pinned, the question's keys and values are read once per
-    step for all rows, as the per-problem engine reads its prompt's, instead of once per row,
-    and rows of equal length need no padding.
+    step for all rows, as the per-problem engine reads its prompt's, instead of once per row.
     """
 
     decoder: CascadeDecoder
@@ -240,117 +258,205 @@ def _question(prompt: object) -> QuestionCache:
 
 
 class CascadeBatch(_Pinning):
-    """Rows of many problems: the shared prefix once, each row's own cache in growing buffers."""
+    """Rows of many problems: the shared prefix once, each row's own cache in pool blocks.
+
+    The bookkeeping is on the host: which row holds each block (`owner`, -1 for a free one),
+    each row's blocks in order (`table`, -1 past them) and its length. The pools themselves are
+    numpy arrays here; BoundCascadeBatch keeps them on the session's device.
+    """
 
     def __init__(
         self, decoder: CascadeDecoder, prefix: list[NDArray[Any]], prefix_len: int
     ) -> None:
         self.decoder = decoder
+        self.block_size = decoder.block_size
         self._init_prefix(prefix, prefix_len)
-        self.prefix = dict(zip(decoder.prefix_names, prefix, strict=True))
+        self.prefix: Any = dict(zip(decoder.prefix_names, prefix, strict=True))
         self.rows = 0
         self.lengths = np.zeros(0, dtype=np.int64)
-        self.own = [decoder.empty(decoder.own_dtype, 0) for _ in decoder.own_names]
+        self.table = np.full((0, 1), -1, dtype=np.int64)
+        self.owner = np.zeros(0, dtype=np.int64)
+        self.free: list[int] = []
+        self.pools: list[Any] = [decoder.empty_pool() for _ in decoder.own_names]
 
     def prefill(self, question_ids: Sequence[int]) -> tuple[NDArray[np.float32], QuestionCache]:
         """Run a question after the shared prefix: its last logits and its cache."""
         if not question_ids:
             raise ValueError("empty question: the prompt adds nothing after the shared prefix")
-        logits, fed = self.decoder.feed(list(question_ids), self._host, self._base_len)
+        logits, fed = self.decoder.feed(list(question_ids), self._shared_prefix(), self._base_len)
         return logits, QuestionCache(tuple(fed), len(question_ids))
+
+    def _shared_prefix(self) -> Sequence[Any]:
+        """The exemplars' caches as `feed` takes them."""
+        return self._host
 
     def _set_prefix(self, host: list[NDArray[Any]] | None, length: int) -> None:
         chosen = self._host if host is None else host
         self.prefix = dict(zip(self.decoder.prefix_names, chosen, strict=True))
         self.prefix_len = length
 
+    @property
+    def capacity(self) -> int:
+        """Blocks in the pool, free ones included (a step reads them all)."""
+        return len(self.owner)
+
     def admit(self, prompt: object, count: int) -> None:
         """Append `count` rows that continue the prompt's question (no token fed yet)."""
         prompt = self._admitted(prompt)
+        size = self.block_size
         first, end = self.rows, self.rows + count
-        self._reserve(end, prompt.length)
-        for buffer, array in zip(self.own, prompt.arrays, strict=True):
-            buffer[first:end, :, : prompt.length] = array
-        self.lengths[first:end] = prompt.length
+        per_row = -(-prompt.length // size)
+        self.lengths = np.concatenate([self.lengths, np.full(count, prompt.length, np.int64)])
+        table = np.full((end, max(self.table.shape[1], per_row, 1)), -1, dtype=np.int64)
+        table[:first, : self.table.shape[1]] = self.table[:first]
+        self.table = table
         self.rows = end
+        if not per_row:
+            return
+        blocks = self._allocate(count * per_row)
+        self.table[first:end, :per_row] = blocks.reshape(count, per_row)
+        self.owner[blocks] = np.repeat(np.arange(first, end), per_row)
+        # The question cut into blocks (the last one zero-padded), the same for every row.
+        padded = per_row * size - prompt.length
+        data = []
+        for array in prompt.arrays:
+            whole = np.pad(array[0], ((0, 0), (0, padded), (0, 0)))
+            cut = whole.reshape(whole.shape[0], per_row, size, -1).transpose(1, 0, 2, 3)
+            data.append(np.tile(cut.astype(self.decoder.own_dtype), (count, 1, 1, 1)))
+        self._write_blocks(blocks, data)
 
     def step(self, tokens: NDArray[np.int64]) -> NDArray[np.float32]:
         """Feed one token per row; the next logits [rows, vocab]."""
         rows = self.rows
         if len(tokens) != rows:
             raise ValueError(f"{len(tokens)} tokens for {rows} rows")
-        lengths = self.lengths[:rows]
-        self._reserve(rows, int(lengths.max()) + 1)
-        width = self.own[0].shape[2]
-        bias = np.where(np.arange(width) < lengths[:, None], 0.0, -np.inf).astype(np.float32)
-        feeds: dict[str, NDArray[Any]] = {
+        if len(self.free) > max(MIN_BLOCKS, self.capacity // 4):
+            self._compact()
+        lengths = self.lengths
+        feeds: dict[str, Any] = {
             "input_ids": np.asarray(tokens, dtype=np.int64).reshape(rows, 1),
             "position_ids": (lengths + self.prefix_len).reshape(rows, 1),
-            "own_bias": bias,
-            **self.prefix,
+            **self._tables(),
         }
-        feeds.update((n, b[:rows]) for n, b in zip(self.decoder.own_names, self.own, strict=True))
+        logits, new = self._run(feeds)
+        # Each row's new position: in its last block, or in a new one when that is full.
+        size = self.block_size
+        index, offsets = lengths // size, lengths % size
+        starting = np.flatnonzero(offsets == 0)
+        if len(starting):
+            self._widen_table(int(index.max()) + 1)
+            fresh = self._allocate(len(starting))
+            self.table[starting, index[starting]] = fresh
+            self.owner[fresh] = starting
+        self._write_tokens(new, self.table[np.arange(rows), index], offsets)
+        self.lengths = lengths + 1
+        return logits
+
+    def _tables(self) -> dict[str, NDArray[Any]]:
+        """The graph's block tables for the rows as they are now."""
+        size, capacity = self.block_size, self.capacity
+        used = self.table[:, : max(1, -(-int(self.lengths.max(initial=0)) // size))]
+        row_blocks = np.where(used >= 0, used, capacity)
+        owner = self.owner
+        held = owner >= 0
+        # A block's filled positions: its row's length past the blocks before it. Free blocks
+        # are read as if full (finite garbage that no row's table points to).
+        order = np.zeros(capacity, dtype=np.int64)
+        rows_of = np.nonzero(used >= 0)
+        order[used[rows_of]] = rows_of[1]
+        filled = np.full(capacity, size, dtype=np.int64)
+        filled[held] = np.clip(self.lengths[owner[held]] - order[held] * size, 0, size)
+        bias = np.where(np.arange(size) < filled[:, None], 0.0, -np.inf).astype(np.float32)
+        return {
+            "block_rows": np.where(held, owner, 0),
+            "block_bias": bias,
+            "row_blocks": row_blocks,
+        }
+
+    def _run(self, feeds: dict[str, Any]) -> tuple[NDArray[np.float32], list[Any]]:
+        """One run of the graph on the pools: the logits and the fed tokens' caches."""
+        feeds.update(self.prefix)
+        feeds.update(zip(self.decoder.own_names, self.pools, strict=True))
         logits, *new = self.decoder.session.run(["logits", *self.decoder.new_names], feeds)
-        at = np.arange(rows)
-        for buffer, value in zip(self.own, new, strict=True):
-            buffer[at, :, lengths, :] = value[:, :, 0, :]
-        self.lengths[:rows] += 1
-        return np.ascontiguousarray(logits, dtype=np.float32)
+        return np.ascontiguousarray(logits, dtype=np.float32), new
 
     def keep(self, rows: NDArray[np.int64]) -> None:
-        """Keep these rows, in this order; only the rows that change place are moved."""
-        moved = np.flatnonzero(rows != np.arange(len(rows)))
-        sources = rows[moved]
-        for buffer in self.own:
-            buffer[moved] = buffer[sources]
-        self.lengths[moved] = self.lengths[sources]
+        """Keep these rows, in this order; the others' blocks are freed (nothing is copied:
+        the next step compacts the pool if it is mostly free)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        renumber = np.full(self.rows + 1, -1, dtype=np.int64)
+        renumber[rows] = np.arange(len(rows))
+        held = self.owner >= 0
+        self.owner[held] = renumber[self.owner[held]]
+        self.free.extend(np.flatnonzero(held & (self.owner < 0)).tolist())
+        self.lengths = self.lengths[rows]
+        held_per_row = -(-int(self.lengths.max(initial=0)) // self.block_size)
+        self.table = self.table[rows, : max(1, held_per_row)]
         self.rows = len(rows)
-        longest = int(self.lengths[: self.rows].max()) if self.rows else 0
-        if self.own[0].shape[2] > _round_up(longest + 1) + LENGTH_CHUNK:
-            self._resize(self.own[0].shape[0], _round_up(longest + 1))
 
-    def _reserve(self, rows: int, length: int) -> None:
-        """Grow the buffers to hold `rows` rows of `length` positions."""
-        capacity, width = self.own[0].shape[0], self.own[0].shape[2]
-        if rows <= capacity and length <= width:
-            return
-        # Rows grow in small steps (they fill up once, early, while rows are short), so the
-        # buffers never hold many more rows than the engine lets in.
-        new_rows = capacity if rows <= capacity else max(MIN_ROWS, -(-rows // MIN_ROWS) * MIN_ROWS)
-        self._resize(new_rows, max(width, _round_up(length)))
+    def _widen_table(self, width: int) -> None:
+        if width > self.table.shape[1]:
+            extra = np.full((len(self.table), width - self.table.shape[1]), -1, np.int64)
+            self.table = np.concatenate([self.table, extra], axis=1)
 
-    def _resize(self, rows: int, width: int) -> None:
-        """New buffers of this size, with the live rows copied over."""
-        live, keep = self.rows, min(self.own[0].shape[2], width)
-        # One layer at a time, each old buffer freed as soon as it is copied: the peak is the
-        # cache plus one layer's buffer, not two caches.
-        for i, buffer in enumerate(self.own):
-            grown = np.zeros((rows, buffer.shape[1], width, buffer.shape[3]), buffer.dtype)
-            grown[:live, :, :keep] = buffer[:live, :, :keep]
-            self.own[i] = grown
-            del buffer
-        lengths = np.zeros(rows, dtype=np.int64)
-        lengths[:live] = self.lengths[:live]
-        self.lengths = lengths
+    def _allocate(self, count: int) -> NDArray[np.int64]:
+        """`count` free blocks (the pool grows when too few are free), marked held by no row."""
+        if count > len(self.free):
+            grow = max(count - len(self.free), MIN_BLOCKS, self.capacity // 8)
+            start = self.capacity
+            self._grow_pools(grow)
+            self.owner = np.concatenate([self.owner, np.full(grow, -1, dtype=np.int64)])
+            # Under the free ones (blocks are taken from the end of the list), lowest on top.
+            self.free = list(range(start + grow - 1, start - 1, -1)) + self.free
+        taken = np.asarray(self.free[len(self.free) - count :][::-1], dtype=np.int64)
+        del self.free[len(self.free) - count :]
+        return taken
+
+    def _compact(self) -> None:
+        """Move the held blocks to the front of a pool just large enough for them."""
+        held = np.flatnonzero(self.owner >= 0)
+        renumber = np.full(self.capacity, -1, dtype=np.int64)
+        renumber[held] = np.arange(len(held))
+        self._gather_pools(held)
+        self.owner = self.owner[held]
+        self.table = np.where(self.table >= 0, renumber[np.maximum(self.table, 0)], -1)
+        self.free = []
+
+    # The pools' storage: numpy arrays here, OrtValues in BoundCascadeBatch.
+
+    def _grow_pools(self, blocks: int) -> None:
+        self.pools = [
+            np.concatenate([pool, self.decoder.empty_pool(blocks)]) for pool in self.pools
+        ]
+
+    def _gather_pools(self, blocks: NDArray[np.int64]) -> None:
+        self.pools = [pool[blocks] for pool in self.pools]
+
+    def _write_blocks(self, blocks: NDArray[np.int64], data: list[NDArray[Any]]) -> None:
+        for pool, array in zip(self.pools, data, strict=True):
+            pool[blocks] = array
+
+    def _write_tokens(
+        self, new: list[Any], blocks: NDArray[np.int64], offsets: NDArray[np.int64]
+    ) -> None:
+        for pool, value in zip(self.pools, new, strict=True):
+            pool[blocks, :, offsets, :] = value[:, :, 0, :]
 
     @property
     def cache_bytes(self) -> int:
-        """Bytes the own-cache buffers hold now."""
-        return sum(b.nbytes for b in self.own)
+        """Bytes the pools hold now."""
+        per_block = self.decoder.kv_bytes_per_token * self.block_size
+        return self.capacity * per_block
 
 
-def _round_up(length: int) -> int:
-    return -(-length // LENGTH_CHUNK) * LENGTH_CHUNK
+class BoundCascadeBatch(CascadeBatch):
+    """CascadeBatch with every pool an OrtValue on the session's device (IOBinding).
 
-
-class BoundCascadeBatch(_Pinning):
-    """CascadeBatch's rows with every cache an OrtValue on the session's device (IOBinding).
-
-    The GPU path: the shared prefix is uploaded once, and each row's own cache never leaves the
-    device. A step's new keys and values are written at each row's position by a scatter run on
-    the device, admitted rows are appended and finished ones gathered away there too (see
-    kvgather.CacheOps); only token ids, positions, the mask and the logits cross to the host.
-    Buffers are exactly the live rows, `width` positions long, grown in LENGTH_CHUNK steps.
+    The GPU path: the shared prefix is uploaded once, and the pools never leave the device. A
+    step's new keys and values are written into their rows' blocks by a scatter run on the
+    device, an admitted question's blocks are written there too, and the pool grows or is
+    compacted there (see kvgather.CacheOps); only token ids, positions, the block tables and the
+    logits cross to the host.
     """
 
     def __init__(
@@ -360,61 +466,25 @@ class BoundCascadeBatch(_Pinning):
         prefix_len: int,
         prefix: list[ort.OrtValue],
     ) -> None:
-        self.decoder = decoder
-        self._init_prefix(host, prefix_len)
+        super().__init__(decoder, host, prefix_len)
         self._bound_base = self.prefix = prefix
-        self.rows = 0
-        self.width = 0
-        self.lengths = np.zeros(0, dtype=np.int64)
-        self.own: list[ort.OrtValue] = []
+        self.pools = decoder.upload(self.pools)
 
-    def prefill(self, question_ids: Sequence[int]) -> tuple[NDArray[np.float32], QuestionCache]:
-        """Run a question after the shared prefix: its last logits and its cache (on the host)."""
-        if not question_ids:
-            raise ValueError("empty question: the prompt adds nothing after the shared prefix")
-        logits, fed = self.decoder.feed(list(question_ids), self._bound_base, self._base_len)
-        return logits, QuestionCache(tuple(fed), len(question_ids))
+    def _shared_prefix(self) -> Sequence[Any]:
+        return self._bound_base
 
     def _set_prefix(self, host: list[NDArray[Any]] | None, length: int) -> None:
         # A pinned prefix is uploaded once per pinned question (the exemplars' copy is kept).
         self.prefix = self._bound_base if host is None else self.decoder.upload(host)
         self.prefix_len = length
 
-    def admit(self, prompt: object, count: int) -> None:
-        """Append `count` rows that continue the prompt's question (no token fed yet)."""
-        prompt = self._admitted(prompt)
-        # At least one position: rows of a pinned question start with none of their own.
-        self._widen(max(prompt.length, 1))
+    def _run(self, feeds: dict[str, Any]) -> tuple[NDArray[np.float32], list[Any]]:
         decoder = self.decoder
-        shape = (count, decoder.kv_heads, self.width, decoder.head_dim)
-        blocks = []
-        for array in prompt.arrays:
-            block = np.zeros(shape, dtype=decoder.own_dtype)
-            block[:, :, : prompt.length] = array
-            blocks.append(block)
-        if self.rows:
-            self.own = decoder.ops().concat(self.own, blocks)
-        else:
-            self.own = decoder.upload(blocks)
-        self.lengths = np.concatenate([self.lengths, np.full(count, prompt.length, np.int64)])
-        self.rows += count
-
-    def step(self, tokens: NDArray[np.int64]) -> NDArray[np.float32]:
-        """Feed one token per row; the next logits [rows, vocab]."""
-        rows = self.rows
-        if len(tokens) != rows:
-            raise ValueError(f"{len(tokens)} tokens for {rows} rows")
-        lengths = self.lengths
-        self._widen(int(lengths.max()) + 1)
-        decoder = self.decoder
-        bias = np.where(np.arange(self.width) < lengths[:, None], 0.0, -np.inf).astype(np.float32)
         binding = decoder.session.io_binding()
-        binding.bind_cpu_input("input_ids", np.asarray(tokens, dtype=np.int64).reshape(rows, 1))
-        binding.bind_cpu_input("position_ids", (lengths + self.prefix_len).reshape(rows, 1))
-        binding.bind_cpu_input("own_bias", bias)
-        for name, value in zip(decoder.prefix_names, self.prefix, strict=True):
-            binding.bind_ortvalue_input(name, value)
-        for name, value in zip(decoder.own_names, self.own, strict=True):
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        prefix = zip(decoder.prefix_names, self.prefix, strict=True)
+        for name, value in [*prefix, *zip(decoder.own_names, self.pools, strict=True)]:
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")
         device_type, device_id = decoder.device
@@ -422,39 +492,19 @@ class BoundCascadeBatch(_Pinning):
             binding.bind_output(name, device_type, device_id)
         decoder.session.run_with_iobinding(binding)
         logits, *new = binding.get_outputs()
-        self.own = decoder.ops().scatter(self.own, new, lengths)
-        self.lengths = lengths + 1
-        return np.ascontiguousarray(logits.numpy(), dtype=np.float32)
+        return np.ascontiguousarray(logits.numpy(), dtype=np.float32), new
 
-    def keep(self, rows: NDArray[np.int64]) -> None:
-        """Keep these rows, in this order (a gather on the device, unless nothing moves)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if len(rows) == self.rows and np.array_equal(rows, np.arange(self.rows)):
-            return
-        self.own = self.decoder.ops().gather(self.own, rows) if len(rows) else []
-        self.lengths = self.lengths[rows]
-        self.rows = len(rows)
-        if not self.rows:
-            self.width = 0
-            return
-        # As CascadeBatch: when the longest rows have left, later steps stop reading their padding.
-        narrower = _round_up(int(self.lengths.max()) + 1)
-        if self.width > narrower + LENGTH_CHUNK:
-            self.own = self.decoder.ops().narrow(self.own, narrower)
-            self.width = narrower
+    def _grow_pools(self, blocks: int) -> None:
+        zeros = [self.decoder.empty_pool(blocks)] * len(self.pools)
+        self.pools = self.decoder.ops().concat(self.pools, zeros)
 
-    def _widen(self, length: int) -> None:
-        """Make the buffers at least `length` positions long (padded on the device)."""
-        if length <= self.width:
-            return
-        width = _round_up(length)
-        if self.rows:
-            self.own = self.decoder.ops().pad(self.own, width - self.width)
-        self.width = width
+    def _gather_pools(self, blocks: NDArray[np.int64]) -> None:
+        self.pools = self.decoder.ops().gather(self.pools, blocks)
 
-    @property
-    def cache_bytes(self) -> int:
-        """Bytes the own-cache buffers hold now."""
-        decoder = self.decoder
-        per_row = decoder.kv_heads * self.width * decoder.head_dim * decoder.own_dtype.itemsize
-        return self.rows * per_row * len(self.own)
+    def _write_blocks(self, blocks: NDArray[np.int64], data: list[NDArray[Any]]) -> None:
+        self.pools = self.decoder.ops().write_blocks(self.pools, data, blocks)
+
+    def _write_tokens(
+        self, new: list[Any], blocks: NDArray[np.int64], offsets: NDArray[np.int64]
+    ) -> None:
+        self.pools = self.decoder.ops().write_tokens(self.pools, new, blocks, offsets)

@@ -115,8 +115,8 @@ def gather_model(elem_type: int, count: int, rank: int = 4) -> bytes:
 
 
 class CacheOps:
-    """Row gathers, position scatters, padding, cuts and row appends of `count` same-dtype tensors
-    (a cache's layers), each op one tiny graph run by ONNX Runtime on the tensors' own device.
+    """Row gathers, token and block writes and row appends of `count` same-dtype tensors (a
+    cache's layers), each op one tiny graph run by ONNX Runtime on the tensors' own device.
 
     Outputs stay on that device (`device`, as IOBinding names it: ("cuda", 0) or ("cpu", 0));
     host arrays are taken where an OrtValue would be, and copied over by ONNX Runtime.
@@ -157,15 +157,12 @@ class CacheOps:
         elem, count = self._elem, self._count
         if op == "gather":
             return gather_model(elem, count)
-        if op == "scatter":
-            shared = {"positions": (_INT64, 4)}
-            operands = ("in", "positions", "new")
-            return layer_op_model("ScatterElements", elem, count, operands, shared, axis=2)
-        if op == "pad":
-            return layer_op_model("Pad", elem, count, ("in", "pads"), {"pads": (_INT64, 1)})
-        if op == "narrow":
-            cut = {"starts": (_INT64, 1), "ends": (_INT64, 1), "axes": (_INT64, 1)}
-            return layer_op_model("Slice", elem, count, ("in", *cut), cut)
+        if op in ("write_tokens", "write_blocks"):
+            # ScatterND: out = in, with in[index] = new at each index (its last axis addresses
+            # the leading axes). Tokens: (block, head, offset) [rows, heads, 1, 3] with new
+            # [rows, heads, 1, dim]; blocks: (block,) [blocks, 1] with new whole blocks.
+            shared = {"indices": (_INT64, 4 if op == "write_tokens" else 2)}
+            return layer_op_model("ScatterND", elem, count, ("in", "indices", "new"), shared)
         if op == "concat":
             return layer_op_model("Concat", elem, count, ("in", "more"), axis=0)
         raise ValueError(f"unknown cache op {op!r}")
@@ -214,29 +211,32 @@ class CacheOps:
         """The selected rows (axis 0) of every value."""
         return self._run("gather", {"in": values}, {"indices": rows})
 
-    def scatter(
+    def write_tokens(
         self,
         values: Sequence[ort.OrtValue],
         new: Sequence[ort.OrtValue | NDArray[Any]],
-        positions: NDArray[np.int64],
+        blocks: NDArray[np.int64],
+        offsets: NDArray[np.int64],
     ) -> list[ort.OrtValue]:
-        """Each value with new [rows, heads, 1, dim] written at row r's positions[r] (axis 2)."""
+        """Each block pool [B, heads, S, dim] with new [rows, heads, 1, dim] written at row r's
+        position offsets[r] of block blocks[r]."""
         first = new[0]
-        rows, heads, _, dim = first.shape() if isinstance(first, ort.OrtValue) else first.shape
-        at = np.asarray(positions, dtype=np.int64).reshape(rows, 1, 1, 1)
-        at = np.broadcast_to(at, (rows, heads, 1, dim))
-        return self._run("scatter", {"in": values, "new": new}, {"positions": at})
+        rows, heads = (first.shape() if isinstance(first, ort.OrtValue) else first.shape)[:2]
+        index = np.empty((rows, heads, 1, 3), dtype=np.int64)
+        index[..., 0] = np.asarray(blocks, dtype=np.int64).reshape(rows, 1, 1)
+        index[..., 1] = np.arange(heads).reshape(1, heads, 1)
+        index[..., 2] = np.asarray(offsets, dtype=np.int64).reshape(rows, 1, 1)
+        return self._run("write_tokens", {"in": values, "new": new}, {"indices": index})
 
-    def pad(self, values: Sequence[ort.OrtValue], length: int) -> list[ort.OrtValue]:
-        """Every value zero-padded along axis 2 by `length` positions at the end."""
-        pads = np.zeros(8, dtype=np.int64)
-        pads[4 + 2] = length
-        return self._run("pad", {"in": values}, {"pads": pads})
-
-    def narrow(self, values: Sequence[ort.OrtValue], length: int) -> list[ort.OrtValue]:
-        """Every value cut to its first `length` positions along axis 2."""
-        shared = {"starts": np.zeros(1, np.int64), "ends": np.array([length], np.int64)}
-        return self._run("narrow", {"in": values}, {**shared, "axes": np.array([2], np.int64)})
+    def write_blocks(
+        self,
+        values: Sequence[ort.OrtValue],
+        new: Sequence[ort.OrtValue | NDArray[Any]],
+        blocks: NDArray[np.int64],
+    ) -> list[ort.OrtValue]:
+        """Each block pool with new [len(blocks), heads, S, dim] written as those blocks."""
+        index = np.asarray(blocks, dtype=np.int64).reshape(-1, 1)
+        return self._run("write_blocks", {"in": values, "new": new}, {"indices": index})
 
     def concat(
         self, values: Sequence[ort.OrtValue], more: Sequence[ort.OrtValue | NDArray[Any]]

@@ -1,14 +1,16 @@
 """Export the cascade decode graph (continuous batching across problems) of a Llama-family model.
 
 Inputs: `input_ids` and `position_ids` [rows, T] (T = 1 for a decode step, a question's length
-for its prefill); `own_bias` [rows, S] float32 (0 on a row's cache, -inf on the padding past
-it); `prefix_key.{i}` / `prefix_value.{i}` [1, kv_heads, P, head_dim], the few-shot exemplars
-shared by every row, in the model's dtype; `own_key.{i}` / `own_value.{i}` [rows, kv_heads, S,
-head_dim], each row's question and generated tokens, padded to the longest row, in the cache
-dtype (float32, or float16 for half the memory and the bytes a step reads). Outputs: `logits`
-[rows, vocab] of the last fed token and `new_key.{i}` / `new_value.{i}` [rows, kv_heads, T,
-head_dim] in the cache dtype, the fed tokens' cache, which the caller writes at the end of the
-row's own cache. See `cascade_graph.py`. This one graph serves the batch engine: the shared
+for its prefill); the block tables of the rows' own caches: `block_rows` [B] int64 (the row each
+pool block belongs to), `block_bias` [B, S] float32 (0 on a block's filled positions, -inf past
+them) and `row_blocks` [rows, M] int64 (each row's blocks in order, padded with B, "no block");
+`prefix_key.{i}` / `prefix_value.{i}` [1, kv_heads, P, head_dim], the few-shot exemplars shared
+by every row, in the model's dtype; `own_key.{i}` / `own_value.{i}` [B, kv_heads, S, head_dim],
+the pool of blocks of S positions that holds every row's question and generated tokens, in the
+cache dtype (float32, or float16 for half the memory and the bytes a step reads). Outputs:
+`logits` [rows, vocab] of the last fed token and `new_key.{i}` / `new_value.{i}` [rows,
+kv_heads, T, head_dim] in the cache dtype, the fed tokens' cache, which the caller writes into
+the row's blocks. See `cascade_graph.py`. This one graph serves the batch engine: the shared
 prefix, each question and every step.
 """
 
@@ -25,11 +27,16 @@ CASCADE_DECODER_FILE = "decoder_cascade.onnx"
 # The manifest's graph role of this file.
 CASCADE_ROLE = "decoder_cascade"
 CACHE_DTYPES = ("float32", "float16")
+# Positions per block of the own caches' pool: a row wastes less than a block, and a step runs
+# one small matrix product per block and KV head.
+BLOCK_SIZE = 32
+# The table inputs every own-cache pool is read through, after input_ids and position_ids.
+BLOCK_TABLES = ("block_rows", "block_bias", "row_blocks")
 
 
 def cascade_input_names(layers: int) -> list[str]:
-    """The graph's inputs, in order: ids, positions, the own-cache bias, prefix and own caches."""
-    names = ["input_ids", "position_ids", "own_bias"]
+    """The graph's inputs, in order: ids, positions, block tables, prefix caches, own pools."""
+    names = ["input_ids", "position_ids", *BLOCK_TABLES]
     for kind in ("prefix", "own"):
         for i in range(layers):
             names += [f"{kind}_key.{i}", f"{kind}_value.{i}"]
@@ -44,45 +51,55 @@ def cascade_output_names(layers: int) -> list[str]:
     return names
 
 
-def _example_inputs(model: Any, cache_dtype: str) -> tuple[Any, ...]:
-    """Inputs of distinct sizes for tracing (rows 2, P 3, S 4, T 5), own caches in cache_dtype."""
+def _example_inputs(model: Any, cache_dtype: str, block_size: int) -> tuple[Any, ...]:
+    """Inputs of distinct sizes for tracing (rows 2, P 3, T 5, B 4, M 3), pools in cache_dtype."""
     import torch
 
     config = model.config
     layers, kvh = int(config.num_hidden_layers), int(config.num_key_value_heads)
     dim = int(model.model.layers[0].self_attn.head_dim)
-    rows, prompt, own, fed = 2, 3, 4, 5
+    rows, prompt, fed = 2, 3, 5
     dtype = model.lm_head.weight.dtype
     ids = torch.zeros((rows, fed), dtype=torch.int64)
-    positions = (torch.arange(fed, dtype=torch.int64) + prompt + own).expand(rows, fed)
-    bias = torch.zeros((rows, own), dtype=torch.float32)
+    positions = (torch.arange(fed, dtype=torch.int64) + prompt + block_size).expand(rows, fed)
+    block_rows = torch.tensor([0, 1, 0, 1], dtype=torch.int64)
+    block_bias = torch.zeros((4, block_size), dtype=torch.float32)
+    row_blocks = torch.tensor([[0, 2, 4], [1, 3, 4]], dtype=torch.int64)
     prefix = [torch.randn(1, kvh, prompt, dim, dtype=dtype) for _ in range(2 * layers)]
     cached = getattr(torch, cache_dtype)
-    owned = [torch.randn(rows, kvh, own, dim).to(cached) for _ in range(2 * layers)]
-    return (ids, positions, bias, *prefix, *owned)
+    pools = [torch.randn(4, kvh, block_size, dim).to(cached) for _ in range(2 * layers)]
+    return (ids, positions, block_rows, block_bias, row_blocks, *prefix, *pools)
 
 
 def _dynamic_axes(inputs: list[str], outputs: list[str]) -> dict[str, dict[int, str]]:
     axes: dict[str, dict[int, str]] = {
         "input_ids": {0: "rows", 1: "fed"},
         "position_ids": {0: "rows", 1: "fed"},
-        "own_bias": {0: "rows", 1: "own"},
+        "block_rows": {0: "blocks"},
+        "block_bias": {0: "blocks"},
+        "row_blocks": {0: "rows", 1: "row_blocks"},
         "logits": {0: "rows"},
     }
-    for name in inputs[3:]:
-        axes[name] = {2: "prompt"} if name.startswith("prefix_") else {0: "rows", 2: "own"}
+    for name in inputs[2 + len(BLOCK_TABLES) :]:
+        axes[name] = {2: "prompt"} if name.startswith("prefix_") else {0: "blocks"}
     for name in outputs[1:]:
         axes[name] = {0: "rows", 2: "fed"}
     return axes
 
 
 def export_cascade_decoder(
-    hf_dir: Path, out_path: Path, *, opset: int = OPSET, cache_dtype: str = "float32"
+    hf_dir: Path,
+    out_path: Path,
+    *,
+    opset: int = OPSET,
+    cache_dtype: str = "float32",
+    block_size: int = BLOCK_SIZE,
 ) -> Path:
     """Export the cascade decode graph of a supported causal LM to `out_path`.
 
-    `cache_dtype` ("float32" or "float16") is the dtype of the own caches the graph takes and
-    returns; the graph computes in the model's dtype either way.
+    `cache_dtype` ("float32" or "float16") is the dtype of the own caches' pool the graph takes
+    and returns; the graph computes in the model's dtype either way. `block_size`: positions per
+    block of that pool (fixed in the graph).
     """
     if cache_dtype not in CACHE_DTYPES:
         raise ExportError(f"cache dtype {cache_dtype!r}: expected one of {CACHE_DTYPES}")
@@ -103,7 +120,7 @@ def export_cascade_decoder(
     with torch.no_grad():
         torch.onnx.export(
             step,
-            _example_inputs(model, cache_dtype),
+            _example_inputs(model, cache_dtype, block_size),
             str(out_path),
             input_names=inputs,
             output_names=outputs,
