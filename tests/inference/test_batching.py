@@ -130,10 +130,8 @@ def test_order_and_mix_of_problems_change_no_candidate(tokenizer: TextTokenizer)
 def test_the_batch_stays_full_while_rows_wait(tokenizer: TextTokenizer) -> None:
     script = noisy(tokenizer.vocab_size)
     problems = items(12)
-    # No pinning here: problems with N >= 6 would run alone (see the pinning tests).
-    _, backend = batched(
-        tokenizer, script, problems, eos_token_ids=eos_ids(tokenizer), max_rows=6, pin=False
-    )
+    # No pinning (the default): problems with N >= 6 mix with the others as well.
+    _, backend = batched(tokenizer, script, problems, eos_token_ids=eos_ids(tokenizer), max_rows=6)
     assert backend.pins == []
     rows = backend.step_rows
     assert rows[0] == 6
@@ -157,7 +155,7 @@ def test_a_problem_that_fills_the_batch_runs_alone_with_its_question_pinned(
     ]
     expected = per_problem(tokenizer, script, problems, eos_token_ids=eos_ids(tokenizer))
     got, backend = batched(
-        tokenizer, script, problems, eos_token_ids=eos_ids(tokenizer), max_rows=4
+        tokenizer, script, problems, eos_token_ids=eos_ids(tokenizer), max_rows=4, pin=True
     )
     for tag, completions in expected.items():
         same(got[tag], completions)

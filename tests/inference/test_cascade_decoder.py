@@ -194,11 +194,15 @@ def engines(
     return per_problem, batch
 
 
-@pytest.mark.parametrize(("temperature", "bind"), [(0.0, False), (1.0, False), (1.0, True)])
+@pytest.mark.parametrize(
+    ("temperature", "bind", "pin"),
+    [(0.0, False, False), (0.0, False, True), (1.0, False, False), (1.0, True, True)],
+)
 def test_engine_candidates_equal_the_per_problem_engine(
-    model_dir: Path, temperature: float, bind: bool
+    model_dir: Path, temperature: float, bind: bool, pin: bool
 ) -> None:
     per_problem, batch = engines(model_dir, max_rows=5, bind=bind)
+    batch.pin = pin
     assert batch.shared_ids, "the exemplars should split off as the shared prefix"
     items = [
         BatchItem(
@@ -209,7 +213,8 @@ def test_engine_candidates_equal_the_per_problem_engine(
         )
         for i, q in enumerate(QUESTIONS)
     ]
-    # N = 5 and 6 fill the batch: those problems run alone, their questions pinned.
+    # N = 5 and 6 fill the batch: pinned, those problems run alone with their questions in the
+    # shared prefix; else their rows mix with the others'.
     got = dict(batch.stream(items))
     for item in items:
         expected = per_problem.generate(item.prompt, item.params, key=item.key)
