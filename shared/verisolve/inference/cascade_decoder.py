@@ -468,7 +468,8 @@ class BoundCascadeBatch(CascadeBatch):
     ) -> None:
         super().__init__(decoder, host, prefix_len)
         self._bound_base = self.prefix = prefix
-        self.pools = decoder.upload(self.pools)
+        # The pools stay empty host arrays until their first blocks: growing them (a concat run
+        # on the device) puts them there, and no zero-size tensor is ever uploaded.
 
     def _shared_prefix(self) -> Sequence[Any]:
         return self._bound_base
@@ -485,7 +486,10 @@ class BoundCascadeBatch(CascadeBatch):
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
         prefix = zip(decoder.prefix_names, self.prefix, strict=True)
         for name, value in [*prefix, *zip(decoder.own_names, self.pools, strict=True)]:
-            binding.bind_ortvalue_input(name, value)
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, value)
         binding.bind_output("logits", "cpu")
         device_type, device_id = decoder.device
         for name in decoder.new_names:
