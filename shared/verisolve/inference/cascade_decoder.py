@@ -422,15 +422,17 @@ class CascadeBatch(_Pinning):
         self.table = np.where(self.table >= 0, renumber[np.maximum(self.table, 0)], -1)
         self.free = []
 
-    # The pools' storage: numpy arrays here, OrtValues in BoundCascadeBatch.
+    # The pools' storage: numpy arrays here, OrtValues in BoundCascadeBatch. Grown or compacted
+    # one layer at a time, each old pool freed as soon as it is copied: the peak is the cache
+    # plus one layer's pool, not two caches.
 
     def _grow_pools(self, blocks: int) -> None:
-        self.pools = [
-            np.concatenate([pool, self.decoder.empty_pool(blocks)]) for pool in self.pools
-        ]
+        for i, pool in enumerate(self.pools):
+            self.pools[i] = np.concatenate([pool, self.decoder.empty_pool(blocks)])
 
     def _gather_pools(self, blocks: NDArray[np.int64]) -> None:
-        self.pools = [pool[blocks] for pool in self.pools]
+        for i, pool in enumerate(self.pools):
+            self.pools[i] = pool[blocks]
 
     def _write_blocks(self, blocks: NDArray[np.int64], data: list[NDArray[Any]]) -> None:
         for pool, array in zip(self.pools, data, strict=True):
