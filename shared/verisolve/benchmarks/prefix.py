@@ -139,12 +139,11 @@ def _cascade_feeds(
         ),
     }
 
-    def cache(count: int, heads: int, length: int, dtype: Any) -> NDArray[Any]:
-        return _random_cache(count, heads, length, cascade.head_dim, dtype, rng)
+    def cache(count: int, length: int, dtype: Any) -> NDArray[Any]:
+        return _random_cache(count, cascade.kv_heads, length, cascade.head_dim, dtype, rng)
 
-    kvh = cascade.kv_heads
-    feeds.update((n, cache(1, kvh, prompt, cascade.prefix_dtype)) for n in cascade.prefix_names)
-    feeds.update((n, cache(blocks, kvh, size, cascade.own_dtype)) for n in cascade.own_names)
+    feeds.update((name, cache(1, prompt, cascade.prefix_dtype)) for name in cascade.prefix_names)
+    feeds.update((name, cache(blocks, size, cascade.own_dtype)) for name in cascade.own_names)
     return feeds
 
 

@@ -10,7 +10,7 @@ one is full and gives its blocks back when it leaves, a step attends every row o
 length (never the padding to the longest row in flight), and rows leave or change places without
 a copy. The pool grows as rows are admitted and decode, and is compacted when most of it is free.
 On CUDA the pools are OrtValues that never leave the device. A batch may pin one problem's
-question into the shared prefix while only that problem's rows run (see `_Pinning`).
+question into the shared prefix while only that problem's rows run (see `CascadeBatch.pin`).
 """
 
 from __future__ import annotations
@@ -204,52 +204,6 @@ def no_blocks(rows: int, block_size: int) -> dict[str, NDArray[Any]]:
     }
 
 
-class _Pinning:
-    """The shared prefix a batch's rows attend to: the exemplars, or the exemplars and one pinned
-    question (see BatchDecoding.pin). Pinned, the question's keys and values are read once per
-    step for all rows, as the per-problem engine reads its prompt's, instead of once per row.
-    """
-
-    decoder: CascadeDecoder
-    rows: int
-    prefix_len: int
-
-    def _init_prefix(self, host: list[NDArray[Any]], length: int) -> None:
-        self._host = host
-        self._base_len = length
-        self.prefix_len = length
-        self.pinned: QuestionCache | None = None
-
-    def pin(self, prompt: object | None) -> None:
-        """Pin a prefilled question into the shared prefix, or unpin (None); rows must be 0."""
-        if self.rows:
-            raise ValueError("a batch is pinned or unpinned only while it holds no rows")
-        if prompt is None:
-            self._set_prefix(None, self._base_len)
-            self.pinned = None
-            return
-        question = _question(prompt)
-        joined = [
-            np.concatenate([past, array.astype(past.dtype)], axis=2)
-            for past, array in zip(self._host, question.arrays, strict=True)
-        ]
-        self._set_prefix(joined, self._base_len + question.length)
-        self.pinned = question
-
-    def _set_prefix(self, host: list[NDArray[Any]] | None, length: int) -> None:
-        """Feed `host` (None: the exemplars alone) as the prefix, `length` tokens long."""
-        raise NotImplementedError
-
-    def _admitted(self, prompt: object) -> QuestionCache:
-        """What admitted rows of `prompt` start their own caches with."""
-        question = _question(prompt)
-        if self.pinned is None:
-            return question
-        if question is not self.pinned:
-            raise ValueError("rows of another question cannot join a batch pinned to one")
-        return self.decoder.no_question()
-
-
 def _question(prompt: object) -> QuestionCache:
     """`admit` and `pin` take what a batch's `prefill` returned."""
     if not isinstance(prompt, QuestionCache):
@@ -257,12 +211,16 @@ def _question(prompt: object) -> QuestionCache:
     return prompt
 
 
-class CascadeBatch(_Pinning):
+class CascadeBatch:
     """Rows of many problems: the shared prefix once, each row's own cache in pool blocks.
 
     The bookkeeping is on the host: which row holds each block (`owner`, -1 for a free one),
     each row's blocks in order (`table`, -1 past them) and its length. The pools themselves are
     numpy arrays here; BoundCascadeBatch keeps them on the session's device.
+
+    The shared prefix is the exemplars, or the exemplars and one pinned question (see
+    BatchDecoding.pin). Pinned, the question's keys and values are read once per step for all
+    rows, as the per-problem engine reads its prompt's, instead of once per row.
     """
 
     def __init__(
@@ -270,7 +228,9 @@ class CascadeBatch(_Pinning):
     ) -> None:
         self.decoder = decoder
         self.block_size = decoder.block_size
-        self._init_prefix(prefix, prefix_len)
+        self._host = prefix
+        self._base_len = self.prefix_len = prefix_len
+        self.pinned: QuestionCache | None = None
         self.prefix: Any = dict(zip(decoder.prefix_names, prefix, strict=True))
         self.rows = 0
         self.lengths = np.zeros(0, dtype=np.int64)
@@ -290,10 +250,36 @@ class CascadeBatch(_Pinning):
         """The exemplars' caches as `feed` takes them."""
         return self._host
 
+    def pin(self, prompt: object | None) -> None:
+        """Pin a prefilled question into the shared prefix, or unpin (None); rows must be 0."""
+        if self.rows:
+            raise ValueError("a batch is pinned or unpinned only while it holds no rows")
+        if prompt is None:
+            self._set_prefix(None, self._base_len)
+            self.pinned = None
+            return
+        question = _question(prompt)
+        joined = [
+            np.concatenate([past, array.astype(past.dtype)], axis=2)
+            for past, array in zip(self._host, question.arrays, strict=True)
+        ]
+        self._set_prefix(joined, self._base_len + question.length)
+        self.pinned = question
+
     def _set_prefix(self, host: list[NDArray[Any]] | None, length: int) -> None:
+        """Feed `host` (None: the exemplars alone) as the prefix, `length` tokens long."""
         chosen = self._host if host is None else host
         self.prefix = dict(zip(self.decoder.prefix_names, chosen, strict=True))
         self.prefix_len = length
+
+    def _admitted(self, prompt: object) -> QuestionCache:
+        """What admitted rows of `prompt` start their own caches with."""
+        question = _question(prompt)
+        if self.pinned is None:
+            return question
+        if question is not self.pinned:
+            raise ValueError("rows of another question cannot join a batch pinned to one")
+        return self.decoder.no_question()
 
     @property
     def capacity(self) -> int:
@@ -307,9 +293,9 @@ class CascadeBatch(_Pinning):
         first, end = self.rows, self.rows + count
         per_row = -(-prompt.length // size)
         self.lengths = np.concatenate([self.lengths, np.full(count, prompt.length, np.int64)])
-        table = np.full((end, max(self.table.shape[1], per_row, 1)), -1, dtype=np.int64)
-        table[:first, : self.table.shape[1]] = self.table[:first]
-        self.table = table
+        self._widen_table(per_row)
+        more = np.full((count, self.table.shape[1]), -1, dtype=np.int64)
+        self.table = np.concatenate([self.table, more])
         self.rows = end
         if not per_row:
             return
