@@ -9,10 +9,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from jobtools import make_job, spec
 from verisolve.db import session_scope
 from verisolve.executors.outbox import PublishError, prune_sent, relay_once
 from verisolve.pipeline.outbox import enqueue, enqueue_many, unsent_count
 from verisolve.pipeline.stages import NextStep
+from verisolve.problems import ProblemIn
 from verisolve.settings import get_settings
 from verisolve.tables import OutboxMessage
 
@@ -119,6 +121,28 @@ def test_consecutive_generate_rows_go_out_as_chunks(
         enqueue(session, NextStep("generate", 6), resend=True)
     assert relay_once(outbox, publisher) == 1
     assert publisher.sent[-1][2:] == ({"problem_id": 6}, "generate:6#2")
+
+
+def test_generate_chunks_close_when_their_samples_fill_the_batch(
+    outbox: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERISOLVE_GENERATE_CHUNK", "3")
+    monkeypatch.setenv("VERISOLVE_GENERATE_CHUNK_CANDIDATES", "32")
+    get_settings.cache_clear()
+    questions = [ProblemIn(f"p{i}", f"What is {i}+1?", None, None, i + 1) for i in range(4)]
+    with session_scope(outbox) as session:
+        jobs = [make_job(session, spec("g", n_samples=n), questions) for n in (16, 64, 4)]
+        session.flush()
+        ids = [sorted(p.id for p in job.problems) for job in jobs]
+        session.execute(sa.delete(OutboxMessage))
+        enqueue_many(session, [NextStep("generate", i) for job_ids in ids for i in job_ids])
+    publisher = RecordingPublisher()
+    assert relay_once(outbox, publisher) == 12
+    n16, n64, n4 = ids
+    # N = 16: two problems hold 32 candidates; N = 64: one does; N = 4: three problems (the most
+    # a chunk takes here) hold 12, so the fourth starts a chunk of its own.
+    chunks = [m[2].get("problem_ids", [m[2].get("problem_id")]) for m in publisher.sent]
+    assert chunks == [n16[:2], n16[2:], *([i] for i in n64), n4[:3], n4[3:]]
 
 
 def test_a_broker_failure_keeps_the_rest_for_later(outbox: sa.Engine) -> None:

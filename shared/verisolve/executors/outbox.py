@@ -6,24 +6,26 @@ delivery is at least once, and the stages make a second delivery a no-op. `attem
 often a row was published.
 
 Rows stay one per problem, but consecutive generate rows go out as one task over a chunk of
-problems (`generate_chunk`), so a worker batches their rows together.
+problems, so a worker batches their rows together: a chunk closes once its problems' samples
+reach `generate_chunk_candidates`, or at `generate_chunk` problems.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from verisolve.db import session_scope
 from verisolve.db.base import utcnow
 from verisolve.pipeline.routes import CHUNK_ARG, ROUTES, TaskName
 from verisolve.pipeline.stages import rowcount
 from verisolve.settings import get_settings
-from verisolve.tables import OutboxMessage
+from verisolve.tables import Job, OutboxMessage, Problem
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +56,12 @@ def relay_once(
         # Relays running side by side take disjoint rows instead of waiting for each other.
         query = query.with_for_update(skip_locked=True)
     sent = 0
+    settings = get_settings()
     with session_scope(engine) as session:
-        for group in chunked(session.scalars(query).all(), get_settings().generate_chunk):
+        messages = session.scalars(query).all()
+        samples = _samples_per_problem(session, messages)
+        limits = (settings.generate_chunk, settings.generate_chunk_candidates)
+        for group in chunked(messages, *limits, samples=samples):
             first = group[0]
             message_id = f"{first.dedupe_key}#{first.attempts + 1}"
             if len(group) > 1:
@@ -77,27 +83,57 @@ def relay_once(
     return sent
 
 
-def chunked(messages: Sequence[OutboxMessage], size: int) -> list[list[OutboxMessage]]:
-    """Messages in order, consecutive generate rows grouped up to `size` (one task, one batch)."""
+def chunked(
+    messages: Sequence[OutboxMessage],
+    size: int,
+    candidates: int | None = None,
+    *,
+    samples: Mapping[int, int] | None = None,
+) -> list[list[OutboxMessage]]:
+    """Messages in order, consecutive generate rows grouped into chunks (one task, one batch).
+
+    A chunk closes at `size` problems, or once its problems' samples (`samples`, by problem id;
+    1 for a problem not in it) reach `candidates`.
+    """
     groups: list[list[OutboxMessage]] = []
+    held = 0
     for message in messages:
         last = groups[-1] if groups else None
+        is_generate = message.task == TaskName.GENERATE.value
+        count = (samples or {}).get(_problem_id(message), 1) if is_generate else 0
         if (
             last is not None
-            and message.task == last[0].task == TaskName.GENERATE.value
+            and is_generate
+            and last[0].task == message.task
             and len(last) < size
+            and (candidates is None or held < candidates)
         ):
             last.append(message)
+            held += count
         else:
             groups.append([message])
+            held = count
     return groups
+
+
+def _problem_id(message: OutboxMessage) -> int:
+    return int(message.payload[ROUTES["generate"].arg])
+
+
+def _samples_per_problem(session: Session, messages: Sequence[OutboxMessage]) -> dict[int, int]:
+    """Each generate message's problem's samples per problem (its job's N), by problem id."""
+    ids = [_problem_id(m) for m in messages if m.task == TaskName.GENERATE.value]
+    if len(ids) < 2:
+        return {}  # nothing to chunk (the fast path after each stage sends one message)
+    query = sa.select(Problem.id, Job.n_samples).join(Job).where(Problem.id.in_(ids))
+    return {problem_id: n for problem_id, n in session.execute(query)}
 
 
 def _payload(group: Sequence[OutboxMessage]) -> dict[str, Any]:
     """One message's own payload, or a chunk's problem ids."""
     if len(group) == 1:
         return dict(group[0].payload)
-    return {CHUNK_ARG: [int(m.payload[ROUTES["generate"].arg]) for m in group]}
+    return {CHUNK_ARG: [_problem_id(m) for m in group]}
 
 
 def prune_sent(engine: sa.Engine, older_than_s: float) -> int:
