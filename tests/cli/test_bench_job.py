@@ -50,6 +50,12 @@ def test_bench_job_runs_both_engines_and_reports_ratios(tiny_model: Path) -> Non
     for n in (3, 2):
         assert runs[("batched", n)]["candidates"] == runs[("per-problem", n)]["candidates"] == 3 * n
         assert out[f"speedup_vs_per_problem_n{n}"] > 0
+        # Every token after a row's first was fed to it in one step (rows_per_step is rounded).
+        batched = runs[("batched", n)]
+        fed = batched["tokens"] - batched["candidates"]
+        assert 0 < batched["rows_per_step"] <= 4
+        assert abs(batched["steps"] * batched["rows_per_step"] - fed) <= 0.05 * batched["steps"]
+        assert "steps" not in runs[("per-problem", n)]
     assert out["speedup_vs_per_problem"] == out["speedup_vs_per_problem_n3"]
     assert out["shared_prefix_tokens"] > 0
     assert out["rows_in_flight"] == 4

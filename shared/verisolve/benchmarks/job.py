@@ -96,9 +96,15 @@ class JobRun:
     candidates: int
     tokens: int
     peak_mb: float | None
+    # The batch engine's decode steps and the rows they fed on average (how full it ran).
+    steps: int | None = None
+    rows_per_step: float | None = None
 
     def to_json(self) -> dict[str, object]:
         """Flat numbers, rates included."""
+        fill = {}
+        if self.steps is not None:
+            fill = {"steps": self.steps, "rows_per_step": self.rows_per_step}
         return {
             "engine": self.engine,
             "samples": self.samples,
@@ -109,6 +115,7 @@ class JobRun:
             "tokens_per_s": round(self.tokens / self.seconds, 1),
             "candidates_per_s": round(self.candidates / self.seconds, 2),
             "peak_mb": None if self.peak_mb is None else round(self.peak_mb),
+            **fill,
         }
 
 
@@ -189,7 +196,10 @@ def run_batched(batch: BatchGenerator, spec: PromptSpec, setup: JobSetup, n: int
     def run() -> list[Completion]:
         return [c for _, cs in batch.stream(items) for c in cs]
 
-    return _timed(BATCHED, n, len(setup.questions), run)
+    steps, row_steps = batch.steps, batch.row_steps
+    timed = _timed(BATCHED, n, len(setup.questions), run)
+    steps, row_steps = batch.steps - steps, batch.row_steps - row_steps
+    return replace(timed, steps=steps, rows_per_step=round(row_steps / max(steps, 1), 1))
 
 
 def run_llama_cpp(model: LlamaModel, spec: PromptSpec, setup: JobSetup, n: int) -> JobRun:
@@ -293,9 +303,7 @@ def run_here(engine: str, setup: JobSetup, n: int) -> JobRun:
 
 
 def _named(run: JobRun, engine: str) -> JobRun:
-    return JobRun(
-        engine, run.samples, run.problems, run.seconds, run.candidates, run.tokens, run.peak_mb
-    )
+    return replace(run, engine=engine)
 
 
 def _summary(

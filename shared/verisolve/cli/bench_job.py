@@ -110,6 +110,7 @@ def _table(result: dict[str, object]) -> Table:
         "tokens/s",
         "candidates/s",
         "peak MB",
+        "rows/step",
         "vs N=64 single",
     )
     for column in columns:
@@ -126,6 +127,7 @@ def _table(result: dict[str, object]) -> Table:
             f"{run['tokens_per_s']:.1f}",
             f"{run['candidates_per_s']:.2f}",
             "" if run["peak_mb"] is None else str(run["peak_mb"]),
+            str(run.get("rows_per_step", "")),
             f"{run['tokens_per_s'] / reference:.2f}x",
         )
     return table

@@ -117,6 +117,9 @@ class BatchGenerator:
         self.max_rows = max_rows
         self.kv_budget_bytes = kv_budget_bytes
         self._masks: dict[tuple[int, str], NDArray[np.bool_]] = {}
+        # Decode steps run and rows they fed, over every stream (how full the batch was).
+        self.steps = 0
+        self.row_steps = 0
 
     def stream(self, items: Iterable[BatchItem[T]]) -> Iterator[tuple[T, list[Completion]]]:
         """Each problem's tag and candidates (in sample order), as soon as its last row ends."""
@@ -181,6 +184,8 @@ class _Run(Generic[T]):
             if not self.rows:
                 return
             logits = self.batch.step(tokens)
+            self.gen.steps += 1
+            self.gen.row_steps += len(tokens)
 
     def advance(
         self, logits: NDArray[np.float32], before: NDArray[np.int64], done: list[_Problem[T]]
