@@ -248,6 +248,27 @@ def test_the_gpu_overlay_puts_the_model_pools_on_gpu_nodes(gpu: list[Doc]) -> No
             assert len(names) == len(set(names))
 
 
+def test_the_gpu_overlay_sizes_generate_tasks_for_its_batches(
+    gpu: list[Doc], base: list[Doc]
+) -> None:
+    # The relay reads the shared config: on GPU workers (256 rows) a task fills the batch 8 times.
+    (config,) = (
+        d for d in find(gpu, "ConfigMap") if d["metadata"]["name"].startswith("verisolve-")
+    )
+    assert config["data"]["VERISOLVE_GENERATE_CHUNK_CANDIDATES"] == "2048"
+    assert config["data"]["VERISOLVE_PROVIDER"] == "cpu"  # the base's settings stay
+    (plain,) = (
+        d for d in find(base, "ConfigMap") if d["metadata"]["name"].startswith("verisolve-")
+    )
+    assert "VERISOLVE_GENERATE_CHUNK_CANDIDATES" not in plain["data"]
+    relay = one(gpu, "Deployment", "relay")
+    (container,) = containers(relay)
+    sources = [
+        s["configMapRef"]["name"] for s in container.get("envFrom", []) if "configMapRef" in s
+    ]
+    assert config["metadata"]["name"] in sources
+
+
 def test_the_base_asks_for_no_gpu(base: list[Doc]) -> None:
     for deployment in find(base, "Deployment"):
         for container in containers(deployment):
