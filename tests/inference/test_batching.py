@@ -130,9 +130,8 @@ def test_order_and_mix_of_problems_change_no_candidate(tokenizer: TextTokenizer)
 def test_the_batch_stays_full_while_rows_wait(tokenizer: TextTokenizer) -> None:
     script = noisy(tokenizer.vocab_size)
     problems = items(12)
-    # No pinning (the default): problems with N >= 6 mix with the others as well.
+    # Problems with N >= 6 mix with the others as well.
     _, backend = batched(tokenizer, script, problems, eos_token_ids=eos_ids(tokenizer), max_rows=6)
-    assert backend.pins == []
     rows = backend.step_rows
     assert rows[0] == 6
     # A row that finishes is replaced at the next step until no row waits; then it only drains.
@@ -143,44 +142,23 @@ def test_the_batch_stays_full_while_rows_wait(tokenizer: TextTokenizer) -> None:
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_a_problem_that_fills_the_batch_runs_alone_with_its_question_pinned(
+def test_problems_that_fill_the_batch_mix_with_the_next_ones(
     tokenizer: TextTokenizer, temperature: float
 ) -> None:
     script = noisy(tokenizer.vocab_size)
-    # N = 4 fills a batch of 4 rows; N = 2 and N = 3 do not, so they mix as usual; N = 6 spills
-    # over: its last two rows join, still pinned, as its first ones end.
+    # N = 4 fills a batch of 4 rows and N = 6 spills over: their last rows share the batch with
+    # the next problem's first ones, and every candidate is the per-problem engine's.
     problems = [
         replace(p, params=replace(p.params, n=n))
         for p, n in zip(items(5, temperature=temperature), [4, 2, 3, 6, 4], strict=True)
     ]
     expected = per_problem(tokenizer, script, problems, eos_token_ids=eos_ids(tokenizer))
     got, backend = batched(
-        tokenizer, script, problems, eos_token_ids=eos_ids(tokenizer), max_rows=4, pin=True
+        tokenizer, script, problems, eos_token_ids=eos_ids(tokenizer), max_rows=4
     )
     for tag, completions in expected.items():
         same(got[tag], completions)
-    shared = tokenizer.encode(SHARED)
-    prompts = [tuple(tokenizer.encode(p.prompt)) for p in problems]
-    # Problems 0, 3 and 4 are pinned once the batch has drained and unpinned once their rows
-    # have all left; problems 1 and 2 wait for the drain, then mix.
-    assert backend.pins == [prompts[0], None, prompts[3], None, prompts[4], None]
-    assert all(len(p) > len(shared) for p in prompts)
     assert max(backend.step_rows) == 4
-
-
-def test_a_pinned_batch_refuses_other_rows_and_pins_only_when_empty(
-    tokenizer: TextTokenizer,
-) -> None:
-    backend = ScriptedBatchBackend(noisy(tokenizer.vocab_size))
-    batch = backend.open(tokenizer.encode(SHARED))
-    _, first = batch.prefill(tokenizer.encode("Question: a?"))
-    _, second = batch.prefill(tokenizer.encode("Question: b?"))
-    batch.pin(first)
-    batch.admit(first, 2)
-    with pytest.raises(ValueError, match="pinned"):
-        batch.admit(second, 1)
-    with pytest.raises(ValueError, match="no rows"):
-        batch.pin(None)
 
 
 def test_the_kv_budget_caps_the_rows_in_flight(tokenizer: TextTokenizer) -> None:

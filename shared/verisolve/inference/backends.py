@@ -49,13 +49,6 @@ class BatchDecoding(Protocol):
     def admit(self, prompt: object, count: int) -> None:
         """Append `count` rows continuing a prefilled question (their first token not fed yet)."""
 
-    def pin(self, prompt: object | None) -> None:
-        """With no rows in the batch: share a prefilled question as part of the shared prefix.
-
-        Until `pin(None)` (again with no rows), only rows of that question may be admitted and
-        they hold only their own tokens; prefills still follow the shared prefix alone.
-        """
-
     def step(self, tokens: NDArray[np.int64]) -> NDArray[np.float32]:
         """Append one token per row; the next-token logits, float32 [rows, vocab]."""
 

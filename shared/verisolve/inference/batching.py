@@ -4,9 +4,8 @@ Problems stream in; each one's question is prefilled once after the shared few-s
 its N rows join the batch as slots free up (a setting caps the rows in flight, and a KV-memory
 budget caps what their caches may grow to). When a row finishes it leaves at once, and a waiting
 row, of the same problem or the next one, takes its place at the next step. A problem's
-candidates are handed back as soon as its last row ends. With `pin`, a problem whose N fills the
-batch on its own runs alone instead, with its question pinned into the shared prefix (see
-`_Run.admit`); by default its rows mix with the next problem's as the others do.
+candidates are handed back as soon as its last row ends; a problem whose N fills the batch mixes
+its last rows with the next problem's first ones like any other.
 
 Every row keeps the per-problem engine's rules (see engine.py): its random stream is keyed by
 (seed, problem key, sample index), the calculator forces `result>>` into it, and the same stop
@@ -86,12 +85,11 @@ class _Row(Generic[T]):
 class BatchGenerator:
     """Samples the candidates of a stream of problems with one continuously refilled batch.
 
-    `pin` lets a problem with at least `max_rows` samples run alone with its question in the
-    shared prefix (False, the default: every problem's rows mix with the others'). With the
-    cascade graph's paged caches, mixing is the faster (measured on the default model, 4-shot
-    prompt, 64 rows in flight, alternated: 388 against 329 tokens/s on 6 problems at N = 64,
-    395 against 372 on 3 at N = 128): the next problem's rows fill the tail that a pinned
-    problem's rows drain alone, and no longer pay for padding to the longest row.
+    Every problem's rows mix with the others', whatever its N: the next problem's rows fill the
+    tail that a problem's rows would drain alone. (A problem that filled the batch used to run
+    alone with its question in the shared prefix, "pinned"; with paged caches mixing was faster:
+    388 against 329 tokens/s on 6 problems at N = 64, 395 against 372 on 3 at N = 128, the
+    default model, 4-shot prompt, 64 rows in flight, alternated.)
     """
 
     def __init__(
@@ -104,12 +102,10 @@ class BatchGenerator:
         shared_ids: Sequence[int] = (),
         max_rows: int = 64,
         kv_budget_bytes: int = 4 << 30,
-        pin: bool = False,
     ) -> None:
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
         self.backend = backend
-        self.pin = pin
         self.tokenizer = tokenizer
         self.eos_token_ids = np.asarray(sorted(set(eos_token_ids)), dtype=np.int64)
         self.stop = tuple(stop)
@@ -165,8 +161,6 @@ class _Run(Generic[T]):
         self.rows: list[_Row[T]] = []
         self.waiting: _Problem[T] | None = None
         self.exhausted = False
-        # The problem whose question the batch holds in its shared prefix (see `admit`).
-        self.pinned: _Problem[T] | None = None
 
     def results(self) -> Iterator[tuple[T, list[Completion]]]:
         """Decode until every problem is done, handing each one back as it completes."""
@@ -207,33 +201,16 @@ class _Run(Generic[T]):
         """Admit waiting rows of one problem into free slots; their first logits, or None."""
         if len(self.rows) >= self.gen.max_rows:
             return None
-        pinned = self.pinned
-        if pinned is not None and not self.rows and pinned.admitted == pinned.item.params.n:
-            self.batch.pin(None)
-            self.pinned = pinned = None
         problem = self.waiting or self.next_problem()
         if problem is None:
             return None
         self.waiting = problem
-        if pinned is not None and problem is not pinned:
-            return None  # until the pinned problem's last rows have left
-        # Pinned, a problem that fills the batch on its own runs alone, its question in the
-        # shared prefix: its rows read the question once per step, not once each. It starts
-        # when the batch has drained, and the next problem starts when its rows have (with
-        # caches padded to the longest row, mixing cost more than it saved: at N = 64, 64 rows,
-        # 0.86x the per-problem engine mixed, 1.19x alone; paged, mixing wins, see above).
-        alone = self.gen.pin and problem.item.params.n >= self.gen.max_rows
-        if alone and problem.cache is None and self.rows:
-            return None
         count = min(problem.item.params.n - problem.admitted, self.room(problem))
         if count <= 0:
             return None
         if problem.cache is None:
             problem.started = time.perf_counter()
             problem.logits, problem.cache = self.batch.prefill(problem.question)
-            if alone:
-                self.batch.pin(problem.cache)
-                self.pinned = problem
         assert problem.logits is not None
         self.batch.admit(problem.cache, count)
         self.add_rows(problem, count)

@@ -9,8 +9,7 @@ in blocks of a pool per layer [blocks, kv_heads, S, head_dim], in the graph's ca
 one is full and gives its blocks back when it leaves, a step attends every row only to its own
 length (never the padding to the longest row in flight), and rows leave or change places without
 a copy. The pool grows as rows are admitted and decode, and is compacted when most of it is free.
-On CUDA the pools are OrtValues that never leave the device. A batch may pin one problem's
-question into the shared prefix while only that problem's rows run (see `CascadeBatch.pin`).
+On CUDA the pools are OrtValues that never leave the device.
 """
 
 from __future__ import annotations
@@ -187,12 +186,7 @@ class CascadeDecoder:
         bound = self._bound_shared.get(key)
         if bound is None:
             bound = self._bound_shared[key] = self.upload(prefix)
-        return BoundCascadeBatch(self, prefix, len(shared_ids), bound)
-
-    def no_question(self) -> QuestionCache:
-        """The cache rows of a pinned question start with: nothing of their own yet."""
-        arrays = tuple(self.empty(self.own_dtype) for _ in self.own_names)
-        return QuestionCache(arrays, 0)
+        return BoundCascadeBatch(self, bound, len(shared_ids))
 
 
 def no_blocks(rows: int, block_size: int) -> dict[str, NDArray[Any]]:
@@ -205,9 +199,9 @@ def no_blocks(rows: int, block_size: int) -> dict[str, NDArray[Any]]:
 
 
 def _question(prompt: object) -> QuestionCache:
-    """`admit` and `pin` take what a batch's `prefill` returned."""
+    """`admit` takes what a batch's `prefill` returned."""
     if not isinstance(prompt, QuestionCache):
-        raise TypeError(f"admit and pin take what this batch's prefill returned, not {prompt!r}")
+        raise TypeError(f"admit takes what this batch's prefill returned, not {prompt!r}")
     return prompt
 
 
@@ -217,21 +211,13 @@ class CascadeBatch:
     The bookkeeping is on the host: which row holds each block (`owner`, -1 for a free one),
     each row's blocks in order (`table`, -1 past them) and its length. The pools themselves are
     numpy arrays here; BoundCascadeBatch keeps them on the session's device.
-
-    The shared prefix is the exemplars, or the exemplars and one pinned question (see
-    BatchDecoding.pin). Pinned, the question's keys and values are read once per step for all
-    rows, as the per-problem engine reads its prompt's, instead of once per row.
     """
 
-    def __init__(
-        self, decoder: CascadeDecoder, prefix: list[NDArray[Any]], prefix_len: int
-    ) -> None:
+    def __init__(self, decoder: CascadeDecoder, prefix: Sequence[Any], prefix_len: int) -> None:
         self.decoder = decoder
         self.block_size = decoder.block_size
-        self._host = prefix
-        self._base_len = self.prefix_len = prefix_len
-        self.pinned: QuestionCache | None = None
-        self.prefix: Any = dict(zip(decoder.prefix_names, prefix, strict=True))
+        self.prefix_len = prefix_len
+        self.prefix = prefix
         self.rows = 0
         self.lengths = np.zeros(0, dtype=np.int64)
         self.table = np.full((0, 1), -1, dtype=np.int64)
@@ -243,43 +229,8 @@ class CascadeBatch:
         """Run a question after the shared prefix: its last logits and its cache."""
         if not question_ids:
             raise ValueError("empty question: the prompt adds nothing after the shared prefix")
-        logits, fed = self.decoder.feed(list(question_ids), self._shared_prefix(), self._base_len)
+        logits, fed = self.decoder.feed(list(question_ids), self.prefix, self.prefix_len)
         return logits, QuestionCache(tuple(fed), len(question_ids))
-
-    def _shared_prefix(self) -> Sequence[Any]:
-        """The exemplars' caches as `feed` takes them."""
-        return self._host
-
-    def pin(self, prompt: object | None) -> None:
-        """Pin a prefilled question into the shared prefix, or unpin (None); rows must be 0."""
-        if self.rows:
-            raise ValueError("a batch is pinned or unpinned only while it holds no rows")
-        if prompt is None:
-            self._set_prefix(None, self._base_len)
-            self.pinned = None
-            return
-        question = _question(prompt)
-        joined = [
-            np.concatenate([past, array.astype(past.dtype)], axis=2)
-            for past, array in zip(self._host, question.arrays, strict=True)
-        ]
-        self._set_prefix(joined, self._base_len + question.length)
-        self.pinned = question
-
-    def _set_prefix(self, host: list[NDArray[Any]] | None, length: int) -> None:
-        """Feed `host` (None: the exemplars alone) as the prefix, `length` tokens long."""
-        chosen = self._host if host is None else host
-        self.prefix = dict(zip(self.decoder.prefix_names, chosen, strict=True))
-        self.prefix_len = length
-
-    def _admitted(self, prompt: object) -> QuestionCache:
-        """What admitted rows of `prompt` start their own caches with."""
-        question = _question(prompt)
-        if self.pinned is None:
-            return question
-        if question is not self.pinned:
-            raise ValueError("rows of another question cannot join a batch pinned to one")
-        return self.decoder.no_question()
 
     @property
     def capacity(self) -> int:
@@ -288,7 +239,7 @@ class CascadeBatch:
 
     def admit(self, prompt: object, count: int) -> None:
         """Append `count` rows that continue the prompt's question (no token fed yet)."""
-        prompt = self._admitted(prompt)
+        prompt = _question(prompt)
         size = self.block_size
         first, end = self.rows, self.rows + count
         per_row = -(-prompt.length // size)
@@ -361,7 +312,7 @@ class CascadeBatch:
 
     def _run(self, feeds: dict[str, Any]) -> tuple[NDArray[np.float32], list[Any]]:
         """One run of the graph on the pools: the logits and the fed tokens' caches."""
-        feeds.update(self.prefix)
+        feeds.update(zip(self.decoder.prefix_names, self.prefix, strict=True))
         feeds.update(zip(self.decoder.own_names, self.pools, strict=True))
         logits, *new = self.decoder.session.run(["logits", *self.decoder.new_names], feeds)
         return np.ascontiguousarray(logits, dtype=np.float32), new
@@ -440,32 +391,19 @@ class CascadeBatch:
 class BoundCascadeBatch(CascadeBatch):
     """CascadeBatch with every pool an OrtValue on the session's device (IOBinding).
 
-    The GPU path: the shared prefix is uploaded once, and the pools never leave the device. A
-    step's new keys and values are written into their rows' blocks by a scatter run on the
-    device, an admitted question's blocks are written there too, and the pool grows or is
+    The GPU path: the shared prefix is uploaded once (per decoder), and the pools never leave the
+    device. A step's new keys and values are written into their rows' blocks by a scatter run on
+    the device, an admitted question's blocks are written there too, and the pool grows or is
     compacted there (see kvgather.CacheOps); only token ids, positions, the block tables and the
     logits cross to the host.
     """
 
     def __init__(
-        self,
-        decoder: CascadeDecoder,
-        host: list[NDArray[Any]],
-        prefix_len: int,
-        prefix: list[ort.OrtValue],
+        self, decoder: CascadeDecoder, prefix: list[ort.OrtValue], prefix_len: int
     ) -> None:
-        super().__init__(decoder, host, prefix_len)
-        self._bound_base = self.prefix = prefix
+        super().__init__(decoder, prefix, prefix_len)
         # The pools stay empty host arrays until their first blocks: growing them (a concat run
         # on the device) puts them there, and no zero-size tensor is ever uploaded.
-
-    def _shared_prefix(self) -> Sequence[Any]:
-        return self._bound_base
-
-    def _set_prefix(self, host: list[NDArray[Any]] | None, length: int) -> None:
-        # A pinned prefix is uploaded once per pinned question (the exemplars' copy is kept).
-        self.prefix = self._bound_base if host is None else self.decoder.upload(host)
-        self.prefix_len = length
 
     def _run(self, feeds: dict[str, Any]) -> tuple[NDArray[np.float32], list[Any]]:
         decoder = self.decoder

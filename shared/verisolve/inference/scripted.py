@@ -66,8 +66,6 @@ class ScriptedBatchBackend:
         self.kv_bytes_per_token = kv_bytes_per_token
         self.step_rows: list[int] = []
         self.opened: list[tuple[int, ...]] = []
-        # Every pin and unpin (None), in order.
-        self.pins: list[tuple[int, ...] | None] = []
 
     def open(self, shared_ids: Sequence[int]) -> ScriptedBatch:
         """An empty batch behind these shared tokens."""
@@ -82,7 +80,6 @@ class ScriptedBatch:
         self._backend = backend
         self._shared = shared
         self.histories: list[list[int]] = []
-        self.pinned: list[int] | None = None
 
     @property
     def rows(self) -> int:
@@ -97,17 +94,7 @@ class ScriptedBatch:
     def admit(self, prompt: object, count: int) -> None:
         """Append rows that continue the prompt."""
         assert isinstance(prompt, list)
-        if self.pinned is not None and prompt is not self.pinned:
-            raise ValueError("rows of another question cannot join a batch pinned to one")
         self.histories += [list(prompt) for _ in range(count)]
-
-    def pin(self, prompt: object | None) -> None:
-        """Record the pin; only rows of the pinned prompt may join until it is lifted."""
-        if self.rows:
-            raise ValueError("a batch is pinned or unpinned only while it holds no rows")
-        assert prompt is None or isinstance(prompt, list)
-        self.pinned = prompt
-        self._backend.pins.append(None if prompt is None else tuple(prompt))
 
     def step(self, tokens: NDArray[np.int64]) -> NDArray[np.float32]:
         """Append the tokens; the script's logits for every row."""
