@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from verisolve.benchmarks.generate import DEFAULT_QUESTION, bench_prompt
 from verisolve.benchmarks.op_profile import mean_by_op, profiled_runs
-from verisolve.inference.cascade_decoder import CascadeDecoder
+from verisolve.inference.cascade_decoder import CascadeBatch, CascadeDecoder, QuestionCache
 from verisolve.inference.onnx_decoder import CacheLayout
 from verisolve.inference.prefix_decoder import PrefixDecoder
 from verisolve.inference.tokenizer import TextTokenizer
@@ -122,28 +122,20 @@ def _prefix_feeds(
 def _cascade_feeds(
     cascade: CascadeDecoder, rows: int, prompt: int, generated: int, rng: np.random.Generator
 ) -> dict[str, NDArray[Any]]:
-    """A step of `rows` rows, each `generated` positions long in its own blocks of the pool."""
-    size = cascade.block_size
-    per_row = -(-generated // size)
-    blocks = rows * per_row
-    filled = np.tile(np.minimum(generated - np.arange(per_row) * size, size), rows)
-    feeds: dict[str, NDArray[Any]] = {
-        "input_ids": rng.integers(0, 100, (rows, 1)),
-        "position_ids": np.full((rows, 1), prompt + generated, dtype=np.int64),
-        "block_rows": np.repeat(np.arange(rows, dtype=np.int64), per_row),
-        "block_bias": np.where(np.arange(size) < filled[:, None], 0.0, -np.inf).astype(np.float32),
-        "row_blocks": (
-            np.arange(blocks, dtype=np.int64).reshape(rows, per_row)
-            if per_row
-            else np.zeros((rows, 1), dtype=np.int64)
-        ),
-    }
+    """A step of `rows` rows, each `generated` positions long in its own blocks of the pool, as
+    the batch engine lays them out (random caches)."""
 
-    def cache(count: int, length: int, dtype: Any) -> NDArray[Any]:
-        return _random_cache(count, cascade.kv_heads, length, cascade.head_dim, dtype, rng)
+    def cache(length: int, dtype: Any) -> NDArray[Any]:
+        return _random_cache(1, cascade.kv_heads, length, cascade.head_dim, dtype, rng)
 
-    feeds.update((name, cache(1, prompt, cascade.prefix_dtype)) for name in cascade.prefix_names)
-    feeds.update((name, cache(blocks, size, cascade.own_dtype)) for name in cascade.own_names)
+    prefix = [cache(prompt, cascade.prefix_dtype) for _ in cascade.prefix_names]
+    batch = CascadeBatch(cascade, prefix, prompt)
+    own = tuple(cache(generated, cascade.own_dtype) for _ in cascade.own_names)
+    batch.admit(QuestionCache(own, generated), rows)
+    batch.compact()  # no spare blocks (the pool grows in steps): a step reads the rows' alone
+    feeds = batch.step_inputs(rng.integers(0, 100, rows))
+    feeds.update(zip(cascade.prefix_names, prefix, strict=True))
+    feeds.update(zip(cascade.own_names, batch.pools, strict=True))
     return feeds
 
 

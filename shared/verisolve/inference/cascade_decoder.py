@@ -268,14 +268,9 @@ class CascadeBatch:
         if len(tokens) != rows:
             raise ValueError(f"{len(tokens)} tokens for {rows} rows")
         if len(self.free) > max(MIN_BLOCKS, self.capacity // 4):
-            self._compact()
+            self.compact()
         lengths = self.lengths
-        feeds: dict[str, Any] = {
-            "input_ids": np.asarray(tokens, dtype=np.int64).reshape(rows, 1),
-            "position_ids": (lengths + self.prefix_len).reshape(rows, 1),
-            **self._tables(),
-        }
-        logits, new = self._run(feeds)
+        logits, new = self._run(self.step_inputs(tokens))
         # Each row's new position: in its last block, or in a new one when that is full.
         size = self.block_size
         index, offsets = lengths // size, lengths % size
@@ -288,6 +283,15 @@ class CascadeBatch:
         self._write_tokens(new, self.table[np.arange(rows), index], offsets)
         self.lengths = lengths + 1
         return logits
+
+    def step_inputs(self, tokens: NDArray[np.int64]) -> dict[str, NDArray[Any]]:
+        """The graph's host inputs for a step that feeds `tokens`: ids, positions, block tables
+        (the prefix and the pools are bound beside them)."""
+        return {
+            "input_ids": np.asarray(tokens, dtype=np.int64).reshape(self.rows, 1),
+            "position_ids": (self.lengths + self.prefix_len).reshape(self.rows, 1),
+            **self._tables(),
+        }
 
     def _tables(self) -> dict[str, NDArray[Any]]:
         """The graph's block tables for the rows as they are now."""
@@ -349,8 +353,10 @@ class CascadeBatch:
         del self.free[len(self.free) - count :]
         return taken
 
-    def _compact(self) -> None:
+    def compact(self) -> None:
         """Move the held blocks to the front of a pool just large enough for them."""
+        if not self.free:
+            return
         held = np.flatnonzero(self.owner >= 0)
         renumber = np.full(self.capacity, -1, dtype=np.int64)
         renumber[held] = np.arange(len(held))
