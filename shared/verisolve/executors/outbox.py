@@ -60,8 +60,8 @@ def relay_once(
     with session_scope(engine) as session:
         messages = session.scalars(query).all()
         samples = _samples_per_problem(session, messages)
-        limits = (settings.generate_chunk, settings.generate_chunk_candidates)
-        for group in chunked(messages, *limits, samples=samples):
+        size, candidates = settings.generate_chunk, settings.generate_chunk_candidates
+        for group in chunked(messages, size, candidates, samples=samples):
             first = group[0]
             message_id = f"{first.dedupe_key}#{first.attempts + 1}"
             if len(group) > 1:
@@ -95,12 +95,13 @@ def chunked(
     A chunk closes at `size` problems, or once its problems' samples (`samples`, by problem id;
     1 for a problem not in it) reach `candidates`.
     """
+    samples = samples or {}
     groups: list[list[OutboxMessage]] = []
     held = 0
     for message in messages:
         last = groups[-1] if groups else None
         is_generate = message.task == TaskName.GENERATE.value
-        count = (samples or {}).get(_problem_id(message), 1) if is_generate else 0
+        count = samples.get(_problem_id(message), 1) if is_generate else 0
         if (
             last is not None
             and is_generate
@@ -121,7 +122,7 @@ def _problem_id(message: OutboxMessage) -> int:
 
 
 def _samples_per_problem(session: Session, messages: Sequence[OutboxMessage]) -> dict[int, int]:
-    """Each generate message's problem's samples per problem (its job's N), by problem id."""
+    """The samples per problem (its job's N) of the generate messages' problems, by problem id."""
     ids = [_problem_id(m) for m in messages if m.task == TaskName.GENERATE.value]
     if len(ids) < 2:
         return {}  # nothing to chunk (the fast path after each stage sends one message)
