@@ -68,6 +68,23 @@ def test_bench_job_runs_both_engines_and_reports_ratios(tiny_model: Path) -> Non
     assert "speedup_vs_llama_cpp" not in out
 
 
+def test_bench_job_runs_the_batch_engine_in_chunks_too(tiny_model: Path) -> None:
+    args = ["bench", "job", "--model", str(tiny_model), "--problems", "3", "--chunk", "1"]
+    args += ["--problems-file", str(SAMPLES), "--samples", "2", "--in-process"]
+    result = runner.invoke(app, [*args, "--max-new-tokens", "6", "--rows", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    runs = {r["engine"]: r for r in out["runs"]}
+    assert out["chunk"] == 1
+    # Three streams of one problem: the same candidates, never more than its 2 rows a step, and
+    # at least as many steps as one stream whose problems overlap.
+    chunked, whole = runs["batched-chunked"], runs["batched"]
+    assert chunked["candidates"] == whole["candidates"] == 6
+    assert chunked["rows_per_step"] <= 2
+    assert chunked["steps"] >= whole["steps"]
+    assert out["one_stream_vs_chunks_n2"] > 0
+
+
 class _FakeLlama:
     """Stands in for llama.cpp's model: its generators are the tiny model's own engine."""
 

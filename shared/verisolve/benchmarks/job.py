@@ -40,6 +40,9 @@ from verisolve.settings import get_settings
 
 PER_PROBLEM = "per-problem"
 BATCHED = "batched"
+# The batch engine over the same problems as consecutive streams of `chunk` problems each, as a
+# Celery worker runs generate tasks of that many problems.
+CHUNKED = "batched-chunked"
 LLAMA_CPP = "llama.cpp"
 REFERENCE = "single-problem-n64"
 LLAMA_CPP_MISSING = "not installed"
@@ -65,6 +68,8 @@ class JobSetup:
     gguf: Path | None = None
     # Each run in a fresh process that loads only its engine (False: all in this process).
     isolate: bool = True
+    # Also run the batch engine in streams of this many problems (None: no such run).
+    chunk: int | None = None
 
     @property
     def rows_in_flight(self) -> int:
@@ -186,18 +191,23 @@ def run_per_problem(gen: Generator, spec: PromptSpec, setup: JobSetup, n: int) -
     return _timed(PER_PROBLEM, n, len(setup.questions), run)
 
 
-def run_batched(batch: BatchGenerator, spec: PromptSpec, setup: JobSetup, n: int) -> JobRun:
-    """The batch engine over every question, as one stream."""
+def run_batched(
+    batch: BatchGenerator, spec: PromptSpec, setup: JobSetup, n: int, chunk: int | None = None
+) -> JobRun:
+    """The batch engine over every question, as one stream, or as streams of `chunk` problems
+    one after another (a worker's generate tasks)."""
     items = [
         BatchItem(i, spec.render(q), setup.params(n), key=f"q{i}")
         for i, q in enumerate(setup.questions)
     ]
+    size = chunk or len(items)
 
     def run() -> list[Completion]:
-        return [c for _, cs in batch.stream(items) for c in cs]
+        streams = [items[start : start + size] for start in range(0, len(items), size)]
+        return [c for stream in streams for _, cs in batch.stream(stream) for c in cs]
 
     steps, row_steps = batch.steps, batch.row_steps
-    timed = _timed(BATCHED, n, len(setup.questions), run)
+    timed = _timed(BATCHED if chunk is None else CHUNKED, n, len(setup.questions), run)
     steps, row_steps = batch.steps - steps, batch.row_steps - row_steps
     return replace(timed, steps=steps, rows_per_step=round(row_steps / max(steps, 1), 1))
 
@@ -253,6 +263,8 @@ def bench_job(
     plan = [(REFERENCE, reference, 64)]
     for n in setup.samples:
         plan += [(PER_PROBLEM, setup, n), (BATCHED, setup, n)]
+        if setup.chunk is not None:
+            plan.append((CHUNKED, setup, n))
         if llama_status not in (LLAMA_CPP_MISSING, LLAMA_CPP_NO_GGUF):
             plan.append((LLAMA_CPP, setup, n))
     runs: list[JobRun] = []
@@ -277,7 +289,7 @@ def run_here(engine: str, setup: JobSetup, n: int) -> JobRun:
     """Load one engine (as a worker would: nothing else) and run the job on it."""
     manifest = Manifest.load(setup.model_dir)
     spec = _prompt(setup, manifest)
-    if engine == BATCHED:
+    if engine in (BATCHED, CHUNKED):
         batch = load_batch_generator(
             setup.model_dir,
             provider=setup.execution_provider,
@@ -288,7 +300,7 @@ def run_here(engine: str, setup: JobSetup, n: int) -> JobRun:
         if batch is None:
             raise ValueError(f"{setup.model_dir} has no cascade graph: rebuild it")
         batch.shared_ids = shared_prefix_ids(batch.tokenizer, spec)
-        return run_batched(batch, spec, setup, n)
+        return run_batched(batch, spec, setup, n, setup.chunk if engine == CHUNKED else None)
     if engine == LLAMA_CPP:
         tokenizer = TextTokenizer.from_file(setup.model_dir / manifest.tokenizer)
         llama, _ = open_llama_cpp(setup, manifest, tokenizer)
@@ -323,6 +335,8 @@ def _summary(
         ratios[f"per_problem_vs_single_problem_n64_n{n}"] = round(old / reference, 2)
         if (LLAMA_CPP, n) in rate:
             ratios[f"speedup_vs_llama_cpp_n{n}"] = round(new / rate[(LLAMA_CPP, n)], 2)
+        if (CHUNKED, n) in rate:
+            ratios[f"one_stream_vs_chunks_n{n}"] = round(new / rate[(CHUNKED, n)], 2)
     first = setup.samples[0]
     headline = {"speedup_vs_per_problem": ratios[f"speedup_vs_per_problem_n{first}"]}
     if f"speedup_vs_llama_cpp_n{first}" in ratios:
@@ -337,6 +351,7 @@ def _summary(
         "provider": setup.execution_provider,
         "rows_in_flight": setup.rows_in_flight,
         "isolated": setup.isolate,
+        "chunk": setup.chunk,
         "temperature": setup.temperature,
         "llama_cpp": llama_status,
         "runs": [r.to_json() for r in runs],

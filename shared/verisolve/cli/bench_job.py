@@ -63,6 +63,15 @@ def job(
             "default model); llama.cpp runs only when llama-cpp-python is installed."
         ),
     ] = None,
+    chunk: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Also run the batch engine over the problems in streams of this many, one after "
+            "another, as a worker runs generate tasks of CHUNK problems; the JSON gets "
+            "one_stream_vs_chunks_n{N}.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Tokens/s, candidates/s and peak memory of both engines (and llama.cpp) on P problems."""
@@ -83,6 +92,7 @@ def job(
             provider=provider,
             gguf=gguf,
             isolate=isolate,
+            chunk=chunk,
         )
         result = bench_job(setup, progress=lambda m: err_console.print(m, style="dim"))
     except (registry.ModelNotFoundError, ValueError, RuntimeError, OSError) as exc:
