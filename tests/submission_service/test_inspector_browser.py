@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from conftest import Tenant, Tenants
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import NoSuchElementException  # noqa: E402
-from selenium.common.exceptions import StaleElementReferenceException as StaleElement  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -85,13 +83,25 @@ def sign_in(browser: WebDriver, base_url: str, tenant: Tenant) -> None:
     browser.find_element(By.ID, "api_key").send_keys(tenant.token)
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     # The click returns before the next page may have loaded: wait for it.
-    WebDriverWait(browser, 30, ignored_exceptions=(NoSuchElementException, StaleElement)).until(
+    WebDriverWait(browser, 30).until(
         lambda b: (
             b.current_url.endswith("/ui/jobs")
-            and b.find_element(By.TAG_NAME, "h1").text == "Jobs"
+            and text_of(b, "h1") == "Jobs"
             and b.execute_script("return document.readyState") == "complete"
         )
     )
+
+
+def text_of(browser: WebDriver, selector: str) -> str | None:
+    """The text of the first element `selector` matches (None if none), read in one script.
+
+    For waits across a navigation or a live update: an element found by one command may be gone by
+    the next, and Chrome then says "Node with given id does not belong to the document", an error
+    selenium cannot tell from any other (not a stale-element one); a single script cannot split.
+    """
+    script = "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;"
+    text = browser.execute_script(script, selector)
+    return None if text is None else str(text).strip()
 
 
 def console_errors(browser: WebDriver) -> list[str]:
@@ -182,13 +192,13 @@ def test_a_running_jobs_progress_updates_without_a_reload(
     browser.get(f"{base_url}/ui/jobs/{job_id}")
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-poll")
     progress = '[data-live^="progress-"] .count'
-    assert browser.find_element(By.CSS_SELECTOR, progress).text == "0/3"
-    assert "✓" not in browser.find_element(By.CSS_SELECTOR, "table.problems").text
+    assert text_of(browser, progress) == "0/3"
+    assert "✓" not in (text_of(browser, "table.problems") or "")
     executor.run_problem(first)
-    # The page polls every few seconds; allow several periods on a loaded machine. A part the
-    # script replaces while it is read goes stale: read it again.
-    wait = WebDriverWait(browser, 30, ignored_exceptions=(NoSuchElementException, StaleElement))
-    wait.until(lambda b: b.find_element(By.CSS_SELECTOR, progress).text == "1/3")
+    # The page polls every few seconds; allow several periods on a loaded machine. The script
+    # replaces parts while they are read: read them in one script call each.
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: text_of(b, progress) == "1/3")
     # The problems table came along: the answered problem shows its (right) answers.
-    wait.until(lambda b: "5 ✓" in b.find_element(By.CSS_SELECTOR, "table.problems").text)
+    wait.until(lambda b: "5 ✓" in (text_of(b, "table.problems") or ""))
     assert console_errors(browser) == []
