@@ -33,7 +33,7 @@ def seconds(duration: str) -> int:
 
 def test_the_stack_has_every_service() -> None:
     assert set(services()) == {
-        "postgres", "rabbitmq", "migrate", "api", "relay", "generator", "verifier",
+        "postgres", "rabbitmq", "migrate", "api", "relay", "relay-gpu", "generator", "verifier",
         "generator-gpu", "verifier-gpu", "aggregator", "exporter", "prometheus", "grafana",
     }  # fmt: skip
 
@@ -75,6 +75,8 @@ def test_profiles_separate_cpu_gpu_and_monitoring() -> None:
     assert profiles["verifier"] == ["cpu"]
     assert profiles["generator-gpu"] == ["gpu"]
     assert profiles["verifier-gpu"] == ["gpu"]
+    assert profiles["relay"] == ["cpu"]
+    assert profiles["relay-gpu"] == ["gpu"]
     for name in ("exporter", "prometheus", "grafana"):
         assert profiles[name] == ["monitoring"]
 
@@ -103,7 +105,20 @@ def test_workers_drain_before_stopping_and_serve_metrics(name: str) -> None:
 def test_long_running_services_have_healthchecks() -> None:
     # The relay serves no port: a stuck relay shows as the VerisolveOutboxBacklog alert.
     without = {n for n, s in services().items() if "healthcheck" not in s}
-    assert without == {"migrate", "relay"}
+    assert without == {"migrate", "relay", "relay-gpu"}
+
+
+def test_the_gpu_relay_sizes_generate_tasks_for_gpu_batches() -> None:
+    """Generate tasks of 2048 candidates on GPU workers (8 batches of 256 rows), as in the
+    Kubernetes GPU overlay; the CPU relay keeps the default (512: 8 batches of 64)."""
+    key = "VERISOLVE_GENERATE_CHUNK_CANDIDATES"
+    gpu, cpu = services()["relay-gpu"], services()["relay"]
+    assert gpu["command"] == cpu["command"] == ["relay"]
+    assert gpu["environment"][key] == "2048"
+    assert key not in cpu["environment"]
+    assert (
+        gpu["environment"]["VERISOLVE_DATABASE_URL"] == cpu["environment"]["VERISOLVE_DATABASE_URL"]
+    )
 
 
 def test_secrets_have_no_defaults() -> None:
