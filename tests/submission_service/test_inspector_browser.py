@@ -193,7 +193,9 @@ def test_a_running_jobs_progress_updates_without_a_reload(
     assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-poll")
     progress = '[data-live^="progress-"] .count'
     assert text_of(browser, progress) == "0/3"
-    assert "✓" not in (text_of(browser, "table.problems") or "")
+    table = text_of(browser, "table.problems")
+    assert table is not None
+    assert "✓" not in table
     executor.run_problem(first)
     # The page polls every few seconds; allow several periods on a loaded machine. The script
     # replaces parts while they are read: read them in one script call each.
