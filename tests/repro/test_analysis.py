@@ -71,6 +71,9 @@ def test_the_vote_sweep_pairs_each_k_with_top1() -> None:
     sweep = vote_k_sweep([fooled] * 10 + [_problem(f"p{i}", True) for i in range(10)], [1, 2, 3], 0)
     assert {k: v["accuracy"] for k, v in sweep.items()} == {"1": 0.5, "2": 0.5, "3": 0.5}
     assert sweep["1"]["minus_top1_ci95"] == [0.0, 0.0]
+    # Top-1 right and the next two wrong alike: the top-3 vote loses what it wins on `fooled`.
+    assert (sweep["3"]["gained"], sweep["3"]["lost"]) == (10, 10)
+    assert (sweep["2"]["gained"], sweep["2"]["lost"]) == (0, 0)
     only_fooled = vote_k_sweep([fooled] * 4, [1, 2, 3], seed=0)
     assert [v["accuracy"] for v in only_fooled.values()] == [0.0, 0.0, 1.0]
     assert only_fooled["3"]["minus_top1_ci95"] == [1.0, 1.0]

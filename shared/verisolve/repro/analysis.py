@@ -114,7 +114,8 @@ def vote_k_sweep(
 ) -> dict[str, dict[str, Any]]:
     """The top-k vote's accuracy for each k, with the 95% interval of its difference from verifier
     top-1 paired over problems (the paper's figure 7: voting among the best-ranked helps when
-    the verifier is fooled by a few high-scoring wrong candidates)."""
+    the verifier is fooled by a few high-scoring wrong candidates), and how many problems the
+    vote gets right that top-1 gets wrong (`gained`) and the reverse (`lost`)."""
     top1 = correct(Strategy.VERIFIER, problems, 1)
     sweep = {}
     for k in ks:
@@ -122,6 +123,8 @@ def vote_k_sweep(
         sweep[str(k)] = {
             "accuracy": round(float(votes.mean()), 4),
             "minus_top1_ci95": interval95(votes - top1, seed),
+            "gained": int(((votes == 1) & (top1 == 0)).sum()),
+            "lost": int(((votes == 0) & (top1 == 1)).sum()),
         }
     return sweep
 
