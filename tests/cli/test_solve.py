@@ -14,7 +14,7 @@ from verisolve.db import get_engine, session_scope
 from verisolve.executors import loading
 from verisolve.modelstore import registry
 from verisolve.modelstore.manifest import Manifest
-from verisolve.tables import Candidate, Job
+from verisolve.tables import Candidate, Job, Problem
 
 SAMPLES = (
     Path(__file__).resolve().parents[2] / "shared" / "verisolve" / "data" / "sample_problems.jsonl"
@@ -182,3 +182,29 @@ def test_a_solved_job_opens_in_the_inspector(tmp_path: Path, registered: str) ->
             answered = client.get(f"/ui/jobs/{job_id}/problems/{problem_id}")
             assert answered.status_code == 200
             assert answered.text.count('class="candidate"') == 3
+
+
+def test_the_first_n_candidates_of_a_larger_job_are_the_job_of_n(registered: str) -> None:
+    """What `report --samples N` rests on: a candidate depends on its sample index, not on N."""
+    base = ["solve", str(SAMPLES), "--generator", "tiny", "--max-new-tokens", "12"]
+    for n in ("6", "3"):
+        result = runner.invoke(app, [*base, "-n", n, "--seed", "5"])
+        assert result.exit_code == 0, result.output
+    with session_scope() as session:
+        rows = session.execute(
+            sa.select(Problem.job_id, Problem.external_id, Candidate.sample_index, Candidate.text)
+            .join(Candidate, Candidate.problem_id == Problem.id)
+            .order_by(Problem.job_id, Problem.id, Candidate.sample_index)
+        ).all()
+    large = {(ext, i): text for job, ext, i, text in rows if job == 1}
+    small = {(ext, i): text for job, ext, i, text in rows if job == 2}
+    assert len(large) == 60
+    assert len(small) == 30
+    assert small == {key: text for key, text in large.items() if key[1] < 3}
+    assert len(set(small.values())) > 10  # sampled, not one text repeated
+    cut, run = (
+        json.loads(runner.invoke(app, ["report", *args, "--json"]).output)
+        for args in (["1", "--samples", "3"], ["2"])
+    )
+    for key in ("n_candidates", "strategies", "parse_failure_rate", "calculator", "pass_at_k"):
+        assert cut[key] == run[key], key

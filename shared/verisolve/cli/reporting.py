@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -55,9 +56,16 @@ def curve_table(report: EvaluationReport) -> Table:
 
 
 def show_report(
-    report: EvaluationReport, *, as_json: bool = False, plot: Path | None = None
+    report: EvaluationReport,
+    *,
+    as_json: bool = False,
+    plot: Path | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> None:
-    """Write the plot if asked, then print the report as tables or as one JSON object."""
+    """Write the plot if asked, then print the report as tables or as one JSON object.
+
+    `provenance` (which candidates were read, when not simply a job's) joins the JSON object.
+    """
     if plot is not None:
         from verisolve.plots import plot_accuracy_curves
 
@@ -67,7 +75,7 @@ def show_report(
             fail(f"cannot write {plot}: {exc.strerror or exc}")
             raise typer.Exit(1) from None
     if as_json:
-        typer.echo(json.dumps(report.to_json()))
+        typer.echo(json.dumps({**report.to_json(), **(provenance or {})}))
         return
     if report.n_graded:
         console.print(summary_table(report))
