@@ -116,5 +116,6 @@ def test_row_scaled_int8_quantises_every_weight_product(fp32_graph: Path, tmp_pa
     # Per-channel: one weight scale per output token (the vocabulary of 512).
     assert list(scales[head[0].input[3]]) == [512]
     feeds = _feeds(fp32_graph)
-    # A random tiny model: logits near 0.1, int8 keeps them within a few hundredths.
+    # A random tiny model: logits near 0.1, int8 keeps them within a few hundredths. With 8-bit
+    # per-channel weights, CPUs without VNNI saturated: up to 0.14 off.
     np.testing.assert_allclose(_logits(quantized, feeds), _logits(fp32_graph, feeds), atol=0.05)
