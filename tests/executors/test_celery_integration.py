@@ -176,6 +176,15 @@ def assert_complete(engine: sa.Engine, job_id: int, n_problems: int, n_samples: 
     assert found["metrics"]["n_candidates"] == n_problems * n_samples
 
 
+def test_workers_started_together_set_up_delayed_delivery(stack: LocalStack) -> None:
+    """Each worker declares every queue first, so Celery binds them all for delayed delivery."""
+    logs = {path.name: path.read_text(errors="replace") for path in stack.workdir.glob("*.log")}
+    assert {name.split("-")[0] for name in logs} >= {q.value for q in QueueName}
+    for name, log in logs.items():
+        assert "Failed to bind queue" not in log, name
+        assert "Failed to setup delayed delivery" not in log, name
+
+
 def test_a_celery_job_matches_the_inline_executor(
     db: sa.Engine, stack: LocalStack, tmp_path: Path, tiny_models: dict[str, Path]
 ) -> None:

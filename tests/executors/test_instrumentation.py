@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,3 +123,21 @@ def test_the_metrics_server_serves_the_worker_metrics(monkeypatch: pytest.Monkey
         server.shutdown()
     assert "verisolve_generated_tokens_total" in body
     assert "# TYPE verisolve_generated_tokens_per_second gauge" in body
+
+
+def test_a_worker_whose_metrics_port_is_taken_warns_and_runs_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workers on one host with one VERISOLVE_METRICS_PORT: the second says so, and works."""
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    holder = socket.socket()
+    holder.bind(("0.0.0.0", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        with caplog.at_level(logging.WARNING, logger=instrumentation.__name__):
+            instrumentation._prepare_worker(object(), port)
+    finally:
+        holder.close()
+    assert f"cannot serve /metrics on port {port}" in caplog.text
+    assert "VERISOLVE_METRICS_PORT" in caplog.text

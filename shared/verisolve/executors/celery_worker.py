@@ -26,7 +26,13 @@ from sqlalchemy.orm import Session
 from verisolve.db import get_engine, session_scope
 from verisolve.db.engine import dispose_engines
 from verisolve.executors import instrumentation
-from verisolve.executors.celery_app import TASK_MODULES, CeleryPublisher, app
+from verisolve.executors.celery_app import (
+    BROKER_ERRORS,
+    TASK_MODULES,
+    CeleryPublisher,
+    app,
+    declare_topology,
+)
 from verisolve.executors.outbox import relay_once
 from verisolve.pipeline.outbox import enqueue
 from verisolve.pipeline.routes import QueueName, physical_queue
@@ -201,11 +207,26 @@ def default_concurrency(queue: QueueName) -> int:
     return 1
 
 
+def declare_queues() -> None:
+    """Declare every queue before the worker starts consuming.
+
+    On RabbitMQ, Celery binds every queue of `task_queues` to its delayed-delivery exchanges at
+    start-up, not only the one the worker consumes, and logs a CRITICAL line for any queue that no
+    process has declared yet, as when the three workers of a new deployment start together.
+    With the broker unreachable this warns and goes on: Celery keeps retrying the connection.
+    """
+    try:
+        declare_topology(app)
+    except BROKER_ERRORS as exc:
+        logger.warning("could not declare the queues yet (%s); the worker retries the broker", exc)
+
+
 def start_worker(queue: QueueName, concurrency: int | None = None, loglevel: str = "INFO") -> None:
     """Run a prefork Celery worker on one queue until it is stopped."""
     for module in TASK_MODULES:
         __import__(module)
     instrumentation.install(app)
+    declare_queues()
     processes = concurrency or default_concurrency(queue)
     name = physical_queue(queue, get_settings().queue_prefix)
     app.worker_main(

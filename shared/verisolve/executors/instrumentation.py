@@ -180,9 +180,20 @@ def _prepare_worker(worker: Any, port: int) -> None:
             metrics.MULTIPROC_ENV,
         )
     metrics.record_gpu_devices()
-    if port:
+    if not port:
+        return
+    try:
         start_metrics_server(port)
-        logger.info("metrics: serving /metrics on port %d", port)
+    except OSError as exc:
+        # Most often another worker on this host holds the port: this one still works, unwatched.
+        logger.warning(
+            "metrics: cannot serve /metrics on port %d (%s); give each worker on a host its own "
+            "VERISOLVE_METRICS_PORT (0: none)",
+            port,
+            exc.strerror or exc,
+        )
+        return
+    logger.info("metrics: serving /metrics on port %d", port)
 
 
 def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
