@@ -21,16 +21,16 @@ ONNX Runtime's quantiser runs, make one int8 scheme fit every weight product:
   (optimum's graph, the gold answers of 20 GSM8K problems, 4-shot, 2,923 positions).
 
 Measured with 8-bit weights on an Intel Xeon with AMX (and VNNI) on the default model
-(SmolLM2-135M-Instruct, the cascade graph with float16 row
-caches, teacher-forced over the gold answers of the first 20 GSM8K test problems with the
-4-shot prompt, 20 rows in one batch, 1,174 positions, against the fp32 graph): mean KL 0.037
-nats and 7.7% of greedy tokens changed, against 0.036 and 7.2% for the blockwise 8-bit head and
-down projections this replaces (MatMulNBits, which ONNX Runtime ran at a quarter of the int8
-kernels' speed at 64 rows on an Intel Xeon with AMX); on six chat prompts with the fp32
-model's answers, 0.098 nats against 0.146. A cascade step took 0.84x to 0.88x the earlier
-scheme's time at 64 rows, 0.91x to 0.96x at 16 and 1.15x to 1.25x at 1 row (the extra nodes;
-`verisolve bench steps --against`). Per-channel weights without the
-row scaling and the outlier split: 0.068 nats; 16 or 32 outlier channels: no closer than 8.
+(SmolLM2-135M-Instruct, the cascade graph with float16 row caches, teacher-forced over the gold
+answers of the first 20 GSM8K test problems with the 4-shot prompt, 20 rows in one batch, 1,174
+positions, against the fp32 graph): mean KL 0.037 nats and 7.7% of greedy tokens changed,
+against 0.036 and 7.2% for the blockwise 8-bit head and down projections this replaces
+(MatMulNBits, which ONNX Runtime ran at a quarter of the int8 kernels' speed at 64 rows on an
+Intel Xeon with AMX); on six chat prompts with the fp32 model's answers, 0.098 nats against
+0.146. A cascade step took 0.84x to 0.88x the earlier scheme's time at 64 rows, 0.91x to 0.96x
+at 16 and 1.15x to 1.25x at 1 row (the extra nodes; `verisolve bench steps --against`).
+Per-channel weights without the row scaling and the outlier split: 0.068 nats; 16 or 32 outlier
+channels: no closer than 8.
 """
 
 from __future__ import annotations
