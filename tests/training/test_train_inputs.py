@@ -20,7 +20,12 @@ runner = CliRunner()
 
 
 def make_job(
-    status: str, rows: list[dict[str, object]], *, gold: bool = True, generator: str = "gen"
+    status: str,
+    rows: list[dict[str, object]],
+    *,
+    gold: bool = True,
+    generator: str = "gen",
+    name: str = "",
 ) -> int:
     """A job in the configured database with the candidates of a candidate file's rows."""
     engine = get_engine(get_settings().database_url)
@@ -33,6 +38,7 @@ def make_job(
             max_new_tokens=64,
             strategy="majority",
             status=status,
+            name=name,
         )
         session.add(job)
         session.flush()
@@ -84,11 +90,13 @@ def nothing_registered() -> bool:
 def test_a_finished_job_trains_a_verifier_that_rescores_it(
     tiny_base: Path, candidates_file: Path
 ) -> None:
-    # No --base: the verifier starts from the job's generator, as in the paper.
-    job_id = make_job(JobStatus.DONE, rows_of(candidates_file), generator=str(tiny_base))
+    # No --base: the verifier starts from the job's generator, as in the paper; the job is
+    # named as `solve --name` names it, and found by that name.
+    rows = rows_of(candidates_file)
+    job_id = make_job(JobStatus.DONE, rows, generator=str(tiny_base), name="gsm-train")
     code, output = train(
         "--jobs",
-        str(job_id),
+        "gsm-train",
         "--batch-tokens",
         "2048",
         "--accumulation",
@@ -151,4 +159,10 @@ def test_bad_files_and_bases_are_refused(
     assert (code, "unknown base model 'no-such-model'" in output) == (1, True)
     code, output = train("--jobs", "99", "--base", str(tiny_base))
     assert (code, "no job 99" in output) == (1, True)
+    code, output = train("--jobs", "gsm-train", "--base", str(tiny_base))
+    assert (code, "no job named 'gsm-train'" in output) == (1, True)
+    first, second = (make_job(JobStatus.DONE, rows_of(candidates_file), name="twice") for _ in "ab")
+    code, output = train("--jobs", "twice", "--base", str(tiny_base))
+    assert code == 1
+    assert f"2 jobs are named 'twice' (ids {first}, {second}): give the id" in output
     assert nothing_registered()

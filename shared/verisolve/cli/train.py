@@ -150,16 +150,27 @@ def show_epochs(epochs: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
     console.print(table)
 
 
-def job_ids(text: str) -> list[int]:
-    """Job ids from "3" or "3,4,7"."""
-    try:
-        ids = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        fail(f"--jobs {text!r}: give job ids separated by commas, such as 3,4")
-        raise typer.Exit(1) from None
-    if not ids:
-        fail("--jobs: no job id given")
+def job_ids(session: Any, text: str) -> list[int]:
+    """The ids of the jobs "3", "3,4,7" or "gsm-train,4" name (an id, or a name `--name` gave)."""
+    import sqlalchemy as sa
+
+    from verisolve.tables import Job
+
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        fail("--jobs: no job given")
         raise typer.Exit(1)
+    ids = []
+    for part in parts:
+        if part.isdigit():
+            ids.append(int(part))
+            continue
+        named = list(session.scalars(sa.select(Job.id).where(Job.name == part).order_by(Job.id)))
+        if len(named) != 1:
+            which = f"{len(named)} jobs are named {part!r} (ids {', '.join(map(str, named))})"
+            fail(f"--jobs: {which}: give the id" if named else f"--jobs: no job named {part!r}")
+            raise typer.Exit(1)
+        ids.extend(named)
     return ids
 
 
@@ -183,17 +194,17 @@ def _dataset(jobs: str | None, candidates: Path | None) -> Any:
     engine = get_engine(get_settings().database_url)
     prepare_schema(engine)
     with session_scope(engine) as session:
-        return load_jobs(session, job_ids(jobs or ""))
+        return load_jobs(session, job_ids(session, jobs or ""))
 
 
-def _default_base(jobs: str | None) -> str:
+def _default_base(dataset: Any) -> str:
     """The generator of the first job (the paper starts from it), else the default generator."""
     from verisolve.db import get_engine, session_scope
     from verisolve.tables import Job
 
-    if jobs is not None:
+    if dataset.source.get("jobs"):
         with session_scope(get_engine(get_settings().database_url)) as session:
-            job = session.get(Job, job_ids(jobs)[0])
+            job = session.get(Job, dataset.source["jobs"][0])
             if job is not None:
                 return job.generator
     return get_settings().default_generator
@@ -213,7 +224,8 @@ VERIFIER_KEYS = (
 def verifier(
     name: NameOpt,
     jobs: Annotated[
-        str | None, typer.Option(help="Finished jobs with gold answers: J or J,J,...")
+        str | None,
+        typer.Option(help="Finished jobs with gold answers, by id or name: J or J,J,..."),
     ] = None,
     candidates: Annotated[
         Path | None,
@@ -321,7 +333,7 @@ def verifier(
             int8=int8,
         )
         dataset = _dataset(jobs, candidates)
-        base_model = resolve_base(base or _default_base(jobs))
+        base_model = resolve_base(base or _default_base(dataset))
         manifest = train_verifier(
             dataset, base_model, name, config, options, loop_run(name, resume)
         )
