@@ -123,6 +123,17 @@ def test_results_and_report_through_the_api_match_the_database(
     job_id, _ = submit(write(tmp_path / "pears.jsonl", LINES))
     state = status_remote(os.environ["VERISOLVE_API_URL"], job_id)
     assert (state["status"], state["problems"]) == ("running", {"pending": 5})
+    early = tmp_path / "early.jsonl"
+    for env in ({}, {"VERISOLVE_API_URL": ""}):  # through the service, then the database
+        result = runner.invoke(app, ["results", str(job_id), "-o", str(early)], env=env)
+        assert result.exit_code == 0, result.output
+        assert (
+            f'job {job_id} is running: 0 of 5 problems done; the others\' lines have "status" '
+            "and no answer" in " ".join(result.stderr.split())
+        )
+        assert {json.loads(line)["status"] for line in early.read_text().splitlines()} == {
+            "pending"
+        }
     InlineExecutor(served, lambda _: TimesThree(), no_verifier).run(job_id)
 
     for extra, name in (([], "answers"), (["--candidates"], "candidates")):
@@ -133,6 +144,7 @@ def test_results_and_report_through_the_api_match_the_database(
             app, ["results", str(job_id), "-o", str(via_db), *extra], env={"VERISOLVE_API_URL": ""}
         )
         assert local.exit_code == 0, local.output
+        assert "problems done" not in remote.stderr + local.stderr
         assert via_api.read_bytes() == via_db.read_bytes()
     answers = [
         json.loads(line) for line in (tmp_path / "api-answers.jsonl").read_text().splitlines()

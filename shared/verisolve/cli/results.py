@@ -13,7 +13,7 @@ import typer
 
 from verisolve.cli.database import job_or_exit, require_schema
 from verisolve.cli.line_errors import err_console, fail
-from verisolve.cli.remote import ApiOption, connect
+from verisolve.cli.remote import ApiOption, connect, status_remote
 from verisolve.client import Stream
 from verisolve.db import get_engine, session_scope
 from verisolve.pipeline.job_rows import candidate_rows, ndjson_lines
@@ -34,15 +34,32 @@ def results(
         if api:
             with connect(api) as client:
                 count = client.download(job_id, what, output)
+            state = status_remote(api, job_id)
+            progress = (state["status"], state["n_done"], state["n_problems"])
         else:
-            count = _from_database(job_id, candidates, output)
+            count, progress = _from_database(job_id, candidates, output)
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror or exc}")
         raise typer.Exit(1) from None
     err_console.print(f"job {job_id}: {count:,} {what} written to {output}")
+    unfinished = _unfinished(job_id, what, *progress)
+    if unfinished:
+        err_console.print(unfinished)
 
 
-def _from_database(job_id: int, candidates: bool, output: Path) -> int:
+def _unfinished(job_id: int, what: Stream, status: str, done: int, problems: int) -> str:
+    """What a file written before the job ended lacks; empty once every problem is done."""
+    if done >= problems:
+        return ""
+    lacking = (
+        'the others\' lines have "status" and no answer'
+        if what == "answers"
+        else "the others' candidates may be missing or unscored"
+    )
+    return f"job {job_id} is {status}: {done:,} of {problems:,} problems done; {lacking}"
+
+
+def _from_database(job_id: int, candidates: bool, output: Path) -> tuple[int, tuple[str, int, int]]:
     engine = get_engine()
     require_schema(engine)
     partial = output.with_name(output.name + ".partial")
@@ -54,5 +71,6 @@ def _from_database(job_id: int, candidates: bool, output: Path) -> int:
             for line in ndjson_lines(rows):
                 f.write(line)
                 count += 1
+        progress = (str(job.status), job.n_done, job.n_problems)
     partial.replace(output)
-    return count
+    return count, progress
