@@ -284,3 +284,87 @@ def test_the_pool_is_compacted_when_its_long_rows_leave(half_cache_graph: Path) 
     fresh.admit(fresh.prefill(rng.integers(0, 500, 5).tolist())[1], 2)
     fresh.step(rng.integers(0, 500, 4)[[3, 2]])
     np.testing.assert_allclose(fresh.step(tokens), logits, atol=ATOL, rtol=0)
+
+
+def test_no_reduction_or_product_reads_an_empty_axis(model_dir: Path) -> None:
+    # ONNX Runtime's CUDA reductions refuse to reduce an axis of length 0 (and some versions'
+    # CUDA MatMul mishandles an inner dimension of 0): the shared prefix, empty before its first
+    # chunk is fed, is read after a sentinel position so that it never is. Every reduction's
+    # input and every product's first factor are made outputs and measured on that first chunk.
+    import onnx
+    from onnx import numpy_helper
+
+    from verisolve.inference.cascade_decoder import no_blocks
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(model_dir / "decoder_cascade.onnx")))
+    graph = model.graph
+    typed = {v.name: v for v in [*graph.value_info, *graph.input, *graph.output]}
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    checks: list[tuple[str, str, list[int]]] = []  # node, tensor, axes that must not be empty
+    for node in graph.node:
+        if node.op_type.startswith("Reduce"):
+            attribute = [list(a.ints) for a in node.attribute if a.name == "axes"]
+            axes = attribute[0] if attribute else constants[node.input[1]].tolist()
+            checks.append((node.name, node.input[0], axes))
+        elif node.op_type == "MatMul":
+            checks.append((node.name, node.input[0], [-1]))  # the inner dimension
+    wanted = sorted({tensor for _, tensor, _ in checks} - {o.name for o in graph.output})
+    graph.output.extend(typed[name] for name in wanted)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    decoder = CascadeDecoder(session)
+    assert decoder.sentinel
+    ids = [5, 9, 2, 7]  # the first chunk of a shared prefix: nothing before it
+    feeds = {
+        "input_ids": np.asarray([ids], dtype=np.int64),
+        "position_ids": np.arange(len(ids), dtype=np.int64)[None],
+        **no_blocks(1, decoder.block_size),
+        **dict(zip(decoder.prefix_names, decoder.prefix_start(), strict=True)),
+        **{name: decoder.empty_pool() for name in decoder.own_names},
+    }
+    values = dict(zip(wanted, session.run(wanted, feeds), strict=True))
+    empty = [
+        (node, values[tensor].shape)
+        for node, tensor, axes in checks
+        if tensor in values and any(values[tensor].shape[axis] == 0 for axis in axes)
+    ]
+    assert not empty
+    assert sum(node.startswith("/layers.0/") for node, _, _ in checks) >= 5
+
+
+def test_a_graph_without_the_sentinel_runs_on_cpu_and_is_refused_on_cuda(model_dir: Path) -> None:
+    # Graphs exported before the sentinel position read the shared prefix as it is: the CPU
+    # provider reduces its empty axis (to -inf and 0), the CUDA provider refuses to.
+    from types import SimpleNamespace
+
+    real = CascadeDecoder.load(model_dir / "decoder_cascade.onnx", threads=1)
+    width = real.head_dim
+    inputs = [
+        SimpleNamespace(name=i.name, type=i.type, shape=[*i.shape[:3], width])
+        if i.name.startswith("prefix_key")
+        else i
+        for i in real.session.get_inputs()
+    ]
+
+    def session(provider: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            get_inputs=lambda: inputs,
+            get_providers=lambda: [provider, "CPUExecutionProvider"],
+            get_provider_options=lambda: {provider: {"device_id": "0"}},
+        )
+
+    old = CascadeDecoder(session("CPUExecutionProvider"))  # type: ignore[arg-type]
+    assert not old.sentinel
+    assert [a.shape for a in old.prefix_start()[:2]] == [(1, 2, 0, width)] * 2
+    with pytest.raises(OutdatedCascadeGraphError, match="CUDA reductions"):
+        CascadeDecoder(session("CUDAExecutionProvider"))  # type: ignore[arg-type]
+    assert real.sentinel
+    key, value = real.prefix_start()[:2]
+    assert (key.shape, value.shape) == ((1, 2, 1, width + 1), (1, 2, 1, width))
+    assert key[..., -1].max() < -1e29
+    assert not key[..., :-1].any()
+    assert not value.any()

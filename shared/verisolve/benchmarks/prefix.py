@@ -60,19 +60,19 @@ def _median_run(
     session: ort.InferenceSession, feeds: dict[str, NDArray[Any]], repeats: int
 ) -> float:
     """The median wall time of `repeats` runs, after one warm-up run."""
-    return _median_runs([session], feeds, repeats)[0]
+    return _median_runs([(session, feeds)], repeats)[0]
 
 
 def _median_runs(
-    sessions: Sequence[ort.InferenceSession], feeds: dict[str, NDArray[Any]], repeats: int
+    runs: Sequence[tuple[ort.InferenceSession, dict[str, Any]]], repeats: int
 ) -> list[float]:
-    """Each session's median wall time of `repeats` runs, after one warm-up run each; the
-    sessions take turns, so that a machine's drift weighs on all of them alike."""
-    times: list[list[float]] = [[] for _ in sessions]
-    for session in sessions:
+    """Each session's median wall time of `repeats` runs on its feeds, after one warm-up run
+    each; the sessions take turns, so that a machine's drift weighs on all of them alike."""
+    times: list[list[float]] = [[] for _ in runs]
+    for session, feeds in runs:
         session.run(None, feeds)
     for _ in range(repeats):
-        for session, taken in zip(sessions, times, strict=True):
+        for (session, feeds), taken in zip(runs, times, strict=True):
             started = time.perf_counter()
             session.run(None, feeds)
             taken.append(time.perf_counter() - started)
@@ -120,23 +120,31 @@ def _prefix_feeds(
 
 
 def _cascade_feeds(
-    cascade: CascadeDecoder, rows: int, prompt: int, generated: int, rng: np.random.Generator
-) -> dict[str, NDArray[Any]]:
+    decoders: Sequence[CascadeDecoder],
+    rows: int,
+    prompt: int,
+    generated: int,
+    rng: np.random.Generator,
+) -> list[dict[str, NDArray[Any]]]:
     """A step of `rows` rows, each `generated` positions long in its own blocks of the pool, as
-    the batch engine lays them out (random caches)."""
+    the batch engine lays them out (random caches): the same step for each decoder, its shared
+    prefix in the layout its graph reads (with or without the sentinel position)."""
+    cascade = decoders[0]
 
     def cache(length: int, dtype: Any) -> NDArray[Any]:
         return _random_cache(1, cascade.kv_heads, length, cascade.head_dim, dtype, rng)
 
-    prefix = [cache(prompt, cascade.prefix_dtype) for _ in cascade.prefix_names]
-    batch = CascadeBatch(cascade, prefix, prompt)
+    fed = [cache(prompt, cascade.prefix_dtype) for _ in cascade.prefix_names]
+    batch = CascadeBatch(cascade, cascade.extend_prefix(cascade.prefix_start(), fed), prompt)
     own = tuple(cache(generated, cascade.own_dtype) for _ in cascade.own_names)
     batch.admit(QuestionCache(own, generated), rows)
     batch.compact()  # no spare blocks (the pool grows in steps): a step reads the rows' alone
     feeds = batch.step_inputs(rng.integers(0, 100, rows))
-    feeds.update(zip(cascade.prefix_names, prefix, strict=True))
     feeds.update(zip(cascade.own_names, batch.pools, strict=True))
-    return feeds
+    return [
+        {**feeds, **dict(zip(d.prefix_names, d.extend_prefix(d.prefix_start(), fed), strict=True))}
+        for d in decoders
+    ]
 
 
 def time_decode_steps(
@@ -203,8 +211,10 @@ def _time_decode_steps(
     sessions = {STANDARD: decoder.prefill_session, PREFIX: decoder.step_session}
     if cascade is not None:
         sessions[CASCADE] = cascade.session
+    decoders = [] if cascade is None else [cascade]
     if against is not None:
-        sessions[AGAINST] = _against(cascade, against, threads, profile).session
+        decoders.append(_against(cascade, against, threads, profile))
+        sessions[AGAINST] = decoders[-1].session
     rng = np.random.default_rng(seed)
     timings = []
     for prompt in prompt_lengths:
@@ -217,10 +227,11 @@ def _time_decode_steps(
             seconds = _median_run(decoder.step_session, shared, repeats)
             timings.append(StepTiming(PREFIX, rows, prompt, generated, seconds))
             del shared
-            if cascade is not None:
-                feeds = _cascade_feeds(cascade, rows, prompt, generated, rng)
+            if decoders:
+                feeds = _cascade_feeds(decoders, rows, prompt, generated, rng)
                 graphs = [g for g in (CASCADE, AGAINST) if g in sessions]
-                times = _median_runs([sessions[g] for g in graphs], feeds, repeats)
+                runs = [(sessions[g], f) for g, f in zip(graphs, feeds, strict=True)]
+                times = _median_runs(runs, repeats)
                 for graph, seconds in zip(graphs, times, strict=True):
                     timings.append(StepTiming(graph, rows, prompt, generated, seconds))
     if profile is None:
@@ -236,9 +247,13 @@ def _against(
     if cascade is None or other is None:
         raise ValueError("--against compares two models' cascade graphs: both need one")
     decoder = CascadeDecoder.load(other_dir / other, threads=threads, profile=profile)
-    mine = [(i.name, i.type, i.shape) for i in cascade.session.get_inputs()]
-    theirs = [(i.name, i.type, i.shape) for i in decoder.session.get_inputs()]
-    if mine != theirs:
+
+    def inputs(d: CascadeDecoder) -> list[tuple[str, str, list[Any]]]:
+        # The shared prefix's keys are the one input whose layout may differ (the sentinel).
+        prefix = set(d.prefix_names[::2])
+        return [(i.name, i.type, i.shape) for i in d.session.get_inputs() if i.name not in prefix]
+
+    if inputs(cascade) != inputs(decoder):
         raise ValueError(f"{other_dir}: its cascade graph does not take the same inputs")
     return decoder
 

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from verisolve.inference.kvgather import CacheOps
 from verisolve.inference.onnx_decoder import NUMPY_TYPES
 from verisolve.inference.providers import create_session, session_device
-from verisolve.modelstore.cascade_export import BLOCK_TABLES
+from verisolve.modelstore.cascade_export import BLOCK_TABLES, NO_SCORE, SENTINEL_FEATURE
 
 # A step reads every block of the pool, free ones included: before a step, a pool more than a
 # quarter free (and by more than MIN_BLOCKS) is compacted. It grows by at least MIN_BLOCKS and
@@ -84,6 +84,16 @@ class CascadeDecoder:
         self.own_type = own.type
         self.own_dtype = np.dtype(NUMPY_TYPES[own.type])
         self.prefix_dtype = np.dtype(NUMPY_TYPES[prefix.type])
+        # Graphs exported since 2026-12-03 read the shared prefix after a sentinel position
+        # (see cascade_graph.py), so that it is never empty; earlier ones read it as it is.
+        self.sentinel = prefix.shape[3] == self.head_dim + SENTINEL_FEATURE
+        if not self.sentinel and self.device[0] == "cuda":
+            raise OutdatedCascadeGraphError(
+                "the cascade graph reads an empty shared prefix before the first exemplar token, "
+                "which ONNX Runtime's CUDA reductions refuse: it predates the prefix's sentinel "
+                "position; re-export the model (verisolve models install-default --force, for "
+                "the default one)"
+            )
         self._shared: dict[tuple[int, ...], list[NDArray[Any]]] = {}
 
     @classmethod
@@ -115,9 +125,27 @@ class CascadeDecoder:
         """Bytes of cache one token of one row holds, over every layer."""
         return self.kv_heads * self.head_dim * self.own_dtype.itemsize * len(self.own_names)
 
-    def empty(self, dtype: np.dtype[Any]) -> NDArray[Any]:
-        """A zero-length cache of one row for one layer."""
-        return np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=dtype)
+    def prefix_start(self) -> list[NDArray[Any]]:
+        """The shared prefix's cache before its first token, per layer key and value: empty, or
+        the sentinel position alone (key [1, kvh, 1, dim + 1]: NO_SCORE in its last feature)."""
+        dtype, shape = self.prefix_dtype, (1, self.kv_heads, int(self.sentinel), self.head_dim)
+        key = np.zeros((*shape[:3], self.head_dim + SENTINEL_FEATURE * self.sentinel), dtype)
+        # float16 prefixes get their most negative finite value (exp of it less the max is 0).
+        key[..., self.head_dim :] = max(NO_SCORE, float(np.finfo(dtype).min))
+        return [key, np.zeros(shape, dtype)] * (len(self.prefix_names) // 2)
+
+    def extend_prefix(
+        self, prefix: Sequence[NDArray[Any]], fed: Sequence[NDArray[Any]]
+    ) -> list[NDArray[Any]]:
+        """The shared prefix's cache with the fed tokens' keys and values after it (each key
+        with a sentinel feature of 0, when the graph reads one)."""
+        extended = []
+        for i, (past, new) in enumerate(zip(prefix, fed, strict=True)):
+            new = new.astype(self.prefix_dtype)
+            if self.sentinel and i % 2 == 0:  # keys and values alternate, keys first
+                new = np.pad(new, ((0, 0), (0, 0), (0, 0), (0, SENTINEL_FEATURE)))
+            extended.append(np.concatenate([past, new], axis=2))
+        return extended
 
     def empty_pool(self, blocks: int = 0) -> NDArray[Any]:
         """A pool of `blocks` zeroed blocks for one layer, in the own caches' dtype."""
@@ -129,13 +157,10 @@ class CascadeDecoder:
         key = tuple(ids)
         cached = self._shared.get(key)
         if cached is None:
-            cached = [self.empty(self.prefix_dtype)] * len(self.prefix_names)
+            cached = self.prefix_start()
             for start in range(0, len(key), PREFIX_CHUNK):
                 _, fed = self.feed(list(key[start : start + PREFIX_CHUNK]), cached, start)
-                cached = [
-                    np.concatenate([past, new.astype(self.prefix_dtype)], axis=2)
-                    for past, new in zip(cached, fed, strict=True)
-                ]
+                cached = self.extend_prefix(cached, fed)
             self._shared[key] = cached
         return cached
 

@@ -4,14 +4,15 @@ Inputs: `input_ids` and `position_ids` [rows, T] (T = 1 for a decode step, a que
 for its prefill); the block tables of the rows' own caches: `block_rows` [B] int64 (the row each
 pool block belongs to), `block_bias` [B, S] float32 (0 on a block's filled positions, -inf past
 them) and `row_blocks` [rows, M] int64 (each row's blocks in order, padded with B, "no block");
-`prefix_key.{i}` / `prefix_value.{i}` [1, kv_heads, P, head_dim], the few-shot exemplars shared
-by every row, in the model's dtype; `own_key.{i}` / `own_value.{i}` [B, kv_heads, S, head_dim],
-the pool of blocks of S positions that holds every row's question and generated tokens, in the
-cache dtype (float32, or float16 for half the memory and the bytes a step reads). Outputs:
-`logits` [rows, vocab] of the last fed token and `new_key.{i}` / `new_value.{i}` [rows,
-kv_heads, T, head_dim] in the cache dtype, the fed tokens' cache, which the caller writes into
-the row's blocks. See `cascade_graph.py`. This one graph serves the batch engine: the shared
-prefix, each question and every step.
+`prefix_key.{i}` [1, kv_heads, P + 1, head_dim + 1] / `prefix_value.{i}` [1, kv_heads, P + 1,
+head_dim], the few-shot exemplars shared by every row after a sentinel position (see
+`cascade_graph.py`), in the model's dtype; `own_key.{i}` / `own_value.{i}` [B, kv_heads, S,
+head_dim], the pool of blocks of S positions that holds every row's question and generated
+tokens, in the cache dtype (float32, or float16 for half the memory and the bytes a step reads).
+Outputs: `logits` [rows, vocab] of the last fed token and `new_key.{i}` / `new_value.{i}`
+[rows, kv_heads, T, head_dim] in the cache dtype, the fed tokens' cache, which the caller writes
+into the row's blocks. See `cascade_graph.py`. This one graph serves the batch engine: the
+shared prefix, each question and every step.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ CACHE_DTYPES = ("float32", "float16")
 BLOCK_SIZE = 32
 # The table inputs every own-cache pool is read through, after input_ids and position_ids.
 BLOCK_TABLES = ("block_rows", "block_bias", "row_blocks")
+# A score whose weight exp(NO_SCORE - max) is 0 (finite, so no inf - inf): a row's slot for "no
+# block" in its block table, and the shared prefix's sentinel position.
+NO_SCORE = -1e30
+# Features the prefix's keys have beyond the queries': the sentinel's (see cascade_graph.py).
+SENTINEL_FEATURE = 1
 
 
 def cascade_input_names(layers: int) -> list[str]:
@@ -65,7 +71,9 @@ def _example_inputs(model: Any, cache_dtype: str, block_size: int) -> tuple[Any,
     block_rows = torch.tensor([0, 1, 0, 1], dtype=torch.int64)
     block_bias = torch.zeros((4, block_size), dtype=torch.float32)
     row_blocks = torch.tensor([[0, 2, 4], [1, 3, 4]], dtype=torch.int64)
-    prefix = [torch.randn(1, kvh, prompt, dim, dtype=dtype) for _ in range(2 * layers)]
+    # Keys, then values, per layer; keys with the sentinel's feature (see cascade_graph).
+    widths = [dim + SENTINEL_FEATURE, dim] * layers
+    prefix = [torch.randn(1, kvh, prompt, width, dtype=dtype) for width in widths]
     cached = getattr(torch, cache_dtype)
     pools = [torch.randn(4, kvh, block_size, dim).to(cached) for _ in range(2 * layers)]
     return (ids, positions, block_rows, block_bias, row_blocks, *prefix, *pools)

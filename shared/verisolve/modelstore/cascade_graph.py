@@ -22,11 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from verisolve.modelstore.cascade_export import NO_SCORE, SENTINEL_FEATURE
 from verisolve.modelstore.prefix_graph import LinearHead, PrefixLayer, rotate_half
-
-# A row's slot for "no block" in the per-row block table: its maximum score, whose weight
-# exp(NO_SCORE - max) is 0 (finite, so no inf - inf).
-NO_SCORE = -1e30
 
 
 class CascadeLayer(PrefixLayer):
@@ -83,9 +80,13 @@ class CascadeLayer(PrefixLayer):
         q = q.reshape(rows, kvh, -1, dim) * attn.scaling
         queries = group * width
         shared = q.permute(1, 0, 2, 3).reshape(kvh, -1, dim)
+        # The prefix's keys have one feature more than the queries (`SENTINEL_FEATURE`): 0 at
+        # every position but the first, a sentinel whose value is 0 and whose feature NO_SCORE
+        # is its score for every query (the queries' feature is 1). So the prefix is never
+        # empty, not even before the first exemplar token (ONNX Runtime's CUDA reductions refuse
+        # an axis of length 0), and the sentinel weighs exp(NO_SCORE - max) = 0.
+        shared = nn.functional.pad(shared, (0, SENTINEL_FEATURE), value=1.0)
         prefix_scores = torch.matmul(shared, prefix[0][0].transpose(1, 2))
-        # -1, not the prefix's length: ONNX's Reshape reads a 0 as "keep this dimension", and
-        # the shared prefix may be empty (its maximum is then -inf and its sums 0).
         prefix_scores = prefix_scores.reshape(kvh, rows, queries, -1).permute(1, 0, 2, 3).float()
         self_scores = torch.matmul(q, k.transpose(2, 3)).float()
         self_scores = self_scores.view(rows, kvh, group, width, width) + causal[:, None, None]
