@@ -72,8 +72,10 @@ def test_cache_ops_write_blocks_and_tokens_and_append_as_numpy_does(
     values = [ort.OrtValue.ortvalue_from_numpy(a) for a in pools]
     blocks = np.array([4, 1], dtype=np.int64)
     whole = [rng.random((2, 2, 4, 3)).astype(dtype) for _ in range(2)]
-    written = ops.write_blocks(values, whole, blocks)
     expected = [a.copy() for a in pools]
+    written = ops.write_blocks(values, whole, blocks)
+    # Written in place: the same pools back, not copies of them (a copy per layer per step).
+    assert all(got is value for got, value in zip(written, values, strict=True))
     for array, fresh in zip(expected, whole, strict=True):
         array[blocks] = fresh
     for got, array in zip(written, expected, strict=True):
@@ -81,6 +83,7 @@ def test_cache_ops_write_blocks_and_tokens_and_append_as_numpy_does(
     new = [rng.random((3, 2, 1, 3)).astype(dtype) for _ in range(2)]
     at, offsets = np.array([0, 4, 2], dtype=np.int64), np.array([3, 0, 2], dtype=np.int64)
     tokens = ops.write_tokens(written, new, at, offsets)
+    assert all(got is value for got, value in zip(tokens, values, strict=True))
     for got, array, fresh in zip(tokens, expected, new, strict=True):
         array[at, :, offsets, :] = fresh[:, :, 0, :]
         np.testing.assert_array_equal(got.numpy(), array)

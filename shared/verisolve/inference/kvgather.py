@@ -186,7 +186,12 @@ class CacheOps:
         op: str,
         per_layer: Mapping[str, Sequence[ort.OrtValue | NDArray[Any]]],
         shared: Mapping[str, NDArray[np.int64]],
+        *,
+        in_place: bool = False,
     ) -> list[ort.OrtValue]:
+        """Run the op; `in_place`: its outputs are its `in` values, written where they are
+        (ScatterND then copies nothing; otherwise it copies each whole pool first, on CUDA a
+        device copy of every layer's pool per step)."""
         for values in per_layer.values():
             if len(values) != self._count:
                 raise ValueError(f"{len(values)} values for a {op} of {self._count}")
@@ -201,9 +206,18 @@ class CacheOps:
         for name, array in shared.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array, dtype=np.int64))
         device_type, device_id = self._device
+        targets = list(per_layer["in"]) if in_place else []
         for i in range(self._count):
-            binding.bind_output(f"out_{i}", device_type, device_id)
+            if in_place:
+                target = targets[i]
+                if not isinstance(target, ort.OrtValue):
+                    raise TypeError(f"{op} in place writes OrtValues, not {type(target)}")
+                binding.bind_ortvalue_output(f"out_{i}", target)
+            else:
+                binding.bind_output(f"out_{i}", device_type, device_id)
         session.run_with_iobinding(binding)
+        if in_place:
+            return targets
         outputs: list[ort.OrtValue] = binding.get_outputs()
         return outputs
 
@@ -219,14 +233,16 @@ class CacheOps:
         offsets: NDArray[np.int64],
     ) -> list[ort.OrtValue]:
         """Each block pool [B, heads, S, dim] with new [rows, heads, 1, dim] written at row r's
-        position offsets[r] of block blocks[r]."""
+        position offsets[r] of block blocks[r], in place (the same OrtValues back)."""
         first = new[0]
         rows, heads = (first.shape() if isinstance(first, ort.OrtValue) else first.shape)[:2]
         index = np.empty((rows, heads, 1, 3), dtype=np.int64)
         index[..., 0] = np.asarray(blocks, dtype=np.int64).reshape(rows, 1, 1)
         index[..., 1] = np.arange(heads).reshape(1, heads, 1)
         index[..., 2] = np.asarray(offsets, dtype=np.int64).reshape(rows, 1, 1)
-        return self._run("write_tokens", {"in": values, "new": new}, {"indices": index})
+        return self._run(
+            "write_tokens", {"in": values, "new": new}, {"indices": index}, in_place=True
+        )
 
     def write_blocks(
         self,
@@ -234,9 +250,12 @@ class CacheOps:
         new: Sequence[ort.OrtValue | NDArray[Any]],
         blocks: NDArray[np.int64],
     ) -> list[ort.OrtValue]:
-        """Each block pool with new [len(blocks), heads, S, dim] written as those blocks."""
+        """Each block pool with new [len(blocks), heads, S, dim] written as those blocks, in
+        place (the same OrtValues back)."""
         index = np.asarray(blocks, dtype=np.int64).reshape(-1, 1)
-        return self._run("write_blocks", {"in": values, "new": new}, {"indices": index})
+        return self._run(
+            "write_blocks", {"in": values, "new": new}, {"indices": index}, in_place=True
+        )
 
     def concat(
         self, values: Sequence[ort.OrtValue], more: Sequence[ort.OrtValue | NDArray[Any]]
