@@ -23,6 +23,7 @@ from verisolve.modelstore.prefix_export import SUPPORTED_ARCHITECTURES
 ATOL = 1e-4
 # float16 keys and values: a relative rounding of 2**-11 on each.
 HALF_ATOL = 1e-3
+CUDA_ATOL = 1e-3
 PROMPT = PromptSpec(
     exemplars=[
         {
@@ -368,3 +369,37 @@ def test_a_graph_without_the_sentinel_runs_on_cpu_and_is_refused_on_cuda(model_d
     assert key[..., -1].max() < -1e29
     assert not key[..., :-1].any()
     assert not value.any()
+
+
+def test_the_batch_engine_on_cuda_matches_the_cpu(model_dir: Path) -> None:
+    # Runs where onnxruntime-gpu finds a GPU, and skips elsewhere: the device path end to end,
+    # from the shared prefix's first chunk (CUDA's reductions refuse an empty axis) through
+    # prefills, admissions and steps with rows leaving, against the same graph on the CPU.
+    from verisolve.inference.providers import ProviderUnavailableError
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this ONNX Runtime build has no CUDA provider")
+    graph = model_dir / "decoder_cascade.onnx"
+    try:
+        cuda = CascadeDecoder.load(graph, provider="cuda")
+    except ProviderUnavailableError as exc:
+        pytest.skip(str(exc))
+    assert cuda.bind
+    # CUDA's float32 products may run in TF32 (ONNX Runtime's default on Ampere and later): on
+    # 2026-11-30 an H200 gave the padded graph's logits within 2.2e-4 of the CPU's.
+    cpu = CascadeDecoder.load(graph, threads=1)
+    rng = np.random.default_rng(6)
+    shared = rng.integers(0, 500, 150).tolist()  # more than one chunk of the shared prefix
+    batches = [cpu.open(shared), cuda.open(shared)]
+    for question in (rng.integers(0, 500, 40).tolist(), rng.integers(0, 500, 7).tolist()):
+        first, second = (batch.prefill(question) for batch in batches)
+        np.testing.assert_allclose(second[0], first[0], atol=CUDA_ATOL, rtol=0)
+        for batch, (_, cache) in zip(batches, (first, second), strict=True):
+            batch.admit(cache, 3)
+    for keep in (None, np.array([0, 2, 3, 5]), None):
+        tokens = rng.integers(0, 500, batches[0].rows)
+        on_cpu, on_cuda = (batch.step(tokens) for batch in batches)
+        np.testing.assert_allclose(on_cuda, on_cpu, atol=CUDA_ATOL, rtol=0)
+        if keep is not None:
+            for batch in batches:
+                batch.keep(keep)
