@@ -135,15 +135,16 @@ def _cascade_feeds(
         return _random_cache(1, cascade.kv_heads, length, cascade.head_dim, dtype, rng)
 
     fed = [cache(prompt, cascade.prefix_dtype) for _ in cascade.prefix_names]
-    batch = CascadeBatch(cascade, cascade.extend_prefix(cascade.prefix_start(), fed), prompt)
+    prefixes = [d.extend_prefix(d.prefix_start(), fed) for d in decoders]
+    batch = CascadeBatch(cascade, prefixes[0], prompt)
     own = tuple(cache(generated, cascade.own_dtype) for _ in cascade.own_names)
     batch.admit(QuestionCache(own, generated), rows)
     batch.compact()  # no spare blocks (the pool grows in steps): a step reads the rows' alone
     feeds = batch.step_inputs(rng.integers(0, 100, rows))
     feeds.update(zip(cascade.own_names, batch.pools, strict=True))
     return [
-        {**feeds, **dict(zip(d.prefix_names, d.extend_prefix(d.prefix_start(), fed), strict=True))}
-        for d in decoders
+        {**feeds, **dict(zip(d.prefix_names, prefix, strict=True))}
+        for d, prefix in zip(decoders, prefixes, strict=True)
     ]
 
 

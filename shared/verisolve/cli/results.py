@@ -13,7 +13,7 @@ import typer
 
 from verisolve.cli.database import job_or_exit, require_schema
 from verisolve.cli.line_errors import err_console, fail
-from verisolve.cli.remote import ApiOption, connect, status_remote
+from verisolve.cli.remote import ApiOption, connect
 from verisolve.client import Stream
 from verisolve.db import get_engine, session_scope
 from verisolve.pipeline.job_rows import candidate_rows, ndjson_lines
@@ -34,8 +34,8 @@ def results(
         if api:
             with connect(api) as client:
                 count = client.download(job_id, what, output)
-            state = status_remote(api, job_id)
-            progress = (state["status"], state["n_done"], state["n_problems"])
+                job = client.job(job_id)
+            progress = (job["status"], job["n_done"], job["n_problems"])
         else:
             count, progress = _from_database(job_id, candidates, output)
     except OSError as exc:
