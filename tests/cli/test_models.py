@@ -1,4 +1,4 @@
-"""Tests for `verisolve models`: export tiny real models, list, show, install-default."""
+"""Tests for `verisolve models`: export tiny real models, list, show, install-default, remove."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.jobtools import make_job, spec
 from typer.testing import CliRunner
 
 from verisolve.cli.app import app
+from verisolve.cli.database import require_schema
 from verisolve.db import get_engine, session_scope
 from verisolve.modelstore import registry
 from verisolve.modelstore.default import DEFAULT_GENERATOR_NAME
 from verisolve.modelstore.manifest import Manifest
 from verisolve.modelstore.tiny import build_tiny_model
 from verisolve.settings import get_settings
+from verisolve.tables import Job, JobStatus
 
 runner = CliRunner()
 
@@ -169,3 +172,105 @@ def test_install_default_when_installed_only_registers(
     assert f"Registered generator '{DEFAULT_GENERATOR_NAME}'" in out
     assert "unchanged" in _models_cli("install-default")
     assert _registered() == {DEFAULT_GENERATOR_NAME: ("generator", manifest.digest(), str(target))}
+
+
+def _stored_model(root: Path, name: str, kind: str = "generator") -> Path:
+    """A model directory with a manifest at `root`/NAME, registered as NAME."""
+    target = root / name
+    target.mkdir(parents=True)
+    (target / "model.onnx").write_bytes(name.encode())
+    Manifest(kind=kind, name=name, files={"model.onnx": "1" * 64}).save(target)
+    engine = get_engine(get_settings().database_url)
+    require_schema(engine)
+    with session_scope(engine) as session:
+        registry.register(session, Manifest.load(target), target)
+    return target
+
+
+def test_remove_deletes_store_directories_and_only_unregisters_others(tmp_path: Path) -> None:
+    store = get_settings().models_path
+    stored = _stored_model(store, "g")
+    verifier = _stored_model(store, "v", "verifier")
+    outside = _stored_model(tmp_path / "elsewhere", "x")
+    out = _models_cli("remove", "g", "x", "g")
+    assert f"Removed 'g' and deleted {stored.resolve()}" in out
+    assert f"Removed 'x' from the registry; its files stay at {outside.resolve()}" in out
+    assert not stored.exists()
+    assert (outside / "model.onnx").read_bytes() == b"x"
+    assert list(_registered()) == ["v"]
+    assert sorted(p.name for p in store.iterdir()) == ["v"]  # nothing left over beside it
+    out = _models_cli("remove", "--keep-files", "v")
+    assert f"its files stay at {verifier.resolve()}" in out
+    assert (verifier / "model.onnx").is_file()
+    assert _registered() == {}
+
+
+def test_remove_is_refused_while_an_unfinished_job_uses_the_model() -> None:
+    store = get_settings().models_path
+    for name in ("g", "v"):
+        _stored_model(store, name, "generator" if name == "g" else "verifier")
+    engine = get_engine(get_settings().database_url)
+    with session_scope(engine) as session:
+        job = make_job(session, spec("g", "v", n_samples=2))
+        job_id = job.id
+    for names in (["g"], ["v"], ["g", "v"]):
+        result = runner.invoke(app, ["models", "remove", *names])
+        assert result.exit_code == 1
+        assert f"used by unfinished job(s) {job_id}" in result.output
+        # All or nothing: a directory moved aside for an earlier name is put back.
+        assert sorted(p.name for p in store.iterdir()) == ["g", "v"]
+        assert sorted(_registered()) == ["g", "v"]
+    for status in (JobStatus.RUNNING, JobStatus.DONE):
+        with session_scope(engine) as session:
+            session.get(Job, job_id).status = status  # type: ignore[union-attr]
+        result = runner.invoke(app, ["models", "remove", "g", "v"])
+        assert result.exit_code == (1 if status is JobStatus.RUNNING else 0), result.output
+    assert _registered() == {}
+    assert list(store.iterdir()) == []
+
+
+def test_remove_an_unknown_model_names_the_known_ones_and_removes_nothing() -> None:
+    stored = _stored_model(get_settings().models_path, "g")
+    result = runner.invoke(app, ["models", "remove", "g", "nope"])
+    assert result.exit_code == 1
+    assert "no model 'nope' is registered (known models: g)" in result.output
+    assert (stored / "model.onnx").is_file()
+    assert list(_registered()) == ["g"]
+
+
+def test_remove_puts_the_directories_back_when_one_cannot_be_moved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = get_settings().models_path
+    for name in ("a", "b"):
+        _stored_model(store, name)
+    moved: list[list[str]] = []
+    rename = Path.rename
+
+    def fail_on_b(self: Path, target: Path) -> Path:
+        moved.append(sorted(p.name for p in store.iterdir()))
+        if self.name == "b":
+            raise PermissionError(f"{self}: permission denied")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", fail_on_b)
+    result = runner.invoke(app, ["models", "remove", "a", "b"])
+    assert result.exit_code == 1
+    assert "permission denied" in result.output
+    assert moved[1][0].startswith(".a.removing-")  # a was out of the way when b failed
+    assert sorted(p.name for p in store.iterdir()) == ["a", "b"]
+    assert (store / "a" / "model.onnx").read_bytes() == b"a"
+    assert sorted(_registered()) == ["a", "b"]
+
+
+@pytest.mark.export
+def test_a_removed_model_is_gone_for_solve(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("optimum.exporters.onnx")
+    _models_cli("export", str(tiny_dirs["generator"]), "--kind", "generator", "--name", "g")
+    _models_cli("remove", "g")
+    problems = tmp_path / "p.jsonl"
+    problems.write_text('{"question": "What is 2 + 3?", "answer": "#### 5"}\n')
+    result = runner.invoke(app, ["solve", str(problems), "--generator", "g", "-n", "1"])
+    assert result.exit_code == 1
+    assert "no model 'g'" in result.output
+    assert not (get_settings().models_path / "g").exists()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +24,8 @@ from verisolve.modelstore.manifest import Manifest, PromptSpec
 from verisolve.settings import get_settings
 
 app = typer.Typer(
-    help="Model directories: export to ONNX, install the default generator, list the registry.",
+    help="Model directories: export to ONNX, install the default generator, list the registry, "
+    "remove models.",
     no_args_is_help=True,
 )
 console = Console()
@@ -243,6 +246,51 @@ def show(
             raise typer.Exit(1) from None
     console.print(str(path), style="bold", markup=False, highlight=False)
     console.print_json(Manifest.load(path).model_dump_json())
+
+
+@app.command()
+def remove(
+    names: Annotated[list[str], typer.Argument(help="Registered model names.")],
+    keep_files: Annotated[
+        bool, typer.Option("--keep-files", help="Unregister only; leave the directory.")
+    ] = False,
+) -> None:
+    """Unregister models and delete their directories from the model store (all or none).
+
+    Refused while a pending or running job uses one. A model outside the store: unregistered only.
+    """
+    store = get_settings().models_path.resolve()
+    moved: list[tuple[Path, Path]] = []  # (the model's directory, where it waits for deletion)
+    left: list[tuple[str, str]] = []
+    try:
+        with session_scope(_engine()) as session:
+            for row in registry.unregister(session, names):
+                path = Path(row.path)
+                if keep_files or path != store / row.name:
+                    left.append((row.name, row.path))
+                elif path.is_dir():
+                    # Out of the store's names before the commit, so that nothing half-deleted
+                    # stays under NAME; put back below if the commit fails.
+                    waiting = store / f".{row.name}.removing-{os.getpid()}"
+                    path.rename(waiting)
+                    moved.append((path, waiting))
+    except BaseException as exc:
+        for path, waiting in reversed(moved):
+            waiting.rename(path)
+        if isinstance(exc, registry.ModelNotFoundError | registry.ModelInUseError | OSError):
+            fail(str(exc))
+            raise typer.Exit(1) from None
+        raise
+    for path, waiting in moved:
+        shutil.rmtree(waiting)
+        _say(f"Removed {path.name!r} and deleted {path}")
+    for name, where in left:
+        _say(f"Removed {name!r} from the registry; its files stay at {where}")
+
+
+def _say(line: str) -> None:
+    """Print a line that holds a path as it is, unwrapped, so that it can be copied."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _size(path: Path, manifest: Manifest) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from verisolve.modelstore.manifest import MANIFEST_FILE, Manifest
-from verisolve.tables import ModelArtifact
+from verisolve.tables import Job, ModelArtifact
+from verisolve.tables.job import JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,10 @@ def is_model_name(name: str) -> bool:
     if not name or len(name) > 256 or name[0] in ".-":
         return False
     return all(c.isascii() and (c.isalnum() or c in "._-+") for c in name)
+
+
+class ModelInUseError(RuntimeError):
+    """A model that an unfinished job still needs."""
 
 
 class Change(enum.StrEnum):
@@ -110,6 +116,45 @@ def list_models(session: Session, kind: str | None = None) -> list[ModelArtifact
     if kind is not None:
         query = query.where(ModelArtifact.kind == kind)
     return list(session.scalars(query))
+
+
+def unfinished_jobs_using(session: Session, name: str) -> list[int]:
+    """Ids of the jobs not yet done, cancelled or failed whose generator or verifier is `name`."""
+    unfinished = (JobStatus.PENDING, JobStatus.RUNNING)
+    query = (
+        sa.select(Job.id)
+        .where(Job.status.in_(unfinished), sa.or_(Job.generator == name, Job.verifier == name))
+        .order_by(Job.id)
+    )
+    return list(session.scalars(query))
+
+
+def unregister(session: Session, names: Iterable[str]) -> list[ModelArtifact]:
+    """Delete the registry rows of `names` (their files are the caller's): all, or none.
+
+    Refused when a name is not registered, or while an unfinished job uses the model: finished
+    jobs keep the name they were solved with, but an unfinished one would fail when a worker looked
+    the model up.
+    """
+    rows = []
+    for name in dict.fromkeys(names):
+        row = get(session, name)
+        if row is None:
+            known = ", ".join(r.name for r in list_models(session)) or "none registered"
+            raise ModelNotFoundError(f"no model {name!r} is registered (known models: {known})")
+        jobs = unfinished_jobs_using(session, name)
+        if jobs:
+            ids = ", ".join(str(job) for job in jobs)
+            raise ModelInUseError(
+                f"model {name!r} is used by unfinished job(s) {ids}; let them finish or cancel "
+                "them (`verisolve cancel ID`) first"
+            )
+        rows.append(row)
+    for row in rows:
+        session.delete(row)
+        logger.info("unregistered %s %s (was at %s)", row.kind, row.name, row.path)
+    session.flush()
+    return rows
 
 
 def resolve_name(session: Session, name: str) -> Path:
