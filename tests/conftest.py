@@ -23,6 +23,10 @@ POSTGRES_ADMIN_URL = os.environ.get(
 RABBITMQ_URL = os.environ.get("VERISOLVE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
+# Settings a test run takes from the user's environment (the rest are the defaults).
+_KEPT_SETTINGS = frozenset({"VERISOLVE_GSM8K_DIR"})
+
+
 def service_unavailable(what: str, why: object) -> None:
     """Skip a test that needs a service, or fail it under CI=true, where skipping hides a gap."""
     message = f"{what} is not reachable: {why}"
@@ -44,9 +48,16 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
 def _isolated_settings(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[None]:
-    """Every test gets its own data directory, so nothing touches the user's database."""
-    if "VERISOLVE_DATA_DIR" not in os.environ:
-        monkeypatch.setenv("VERISOLVE_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+    """Every test gets its own data directory and default settings, whatever the user's shell
+    exports, so nothing touches the user's database or models and no setting skews a test.
+
+    The GSM8K location (read, never written) and the tests' own service URLs are kept.
+    """
+    for name in list(os.environ):
+        own = name in _KEPT_SETTINGS or name.startswith("VERISOLVE_TEST_")
+        if name.startswith("VERISOLVE_") and not own:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("VERISOLVE_DATA_DIR", str(tmp_path_factory.mktemp("data")))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.jobtools import make_job, spec
 from typer.testing import CliRunner
 
+from jobtools import make_job, spec
 from verisolve.cli.app import app
 from verisolve.cli.database import require_schema
 from verisolve.db import get_engine, session_scope
