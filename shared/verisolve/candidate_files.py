@@ -3,7 +3,8 @@
 A line is one candidate: ``{"problem": str | int, "gold": str | number, "completion": str}``
 or the same with ``"answer": str | number | null`` (the system's final answer) in place of
 ``completion``; optional ``"score"`` (a probability in [0, 1]) and ``"calc_calls"`` /
-``"calc_failures"`` (counts). ``gold`` takes any form a problem file accepts
+``"calc_failures"`` (counts); ``"question"`` and ``"token_values"`` (what ``verisolve score``
+reads and adds) are allowed and not used. ``gold`` takes any form a problem file accepts
 (verisolve.problems). Lines are grouped by ``problem`` in order of first appearance; within
 a problem, line order is sample order, so problems may be interleaved. Every line of a
 problem carries the same gold answer, and either every line of the file has a score or none
@@ -33,7 +34,18 @@ from verisolve.jsonl import (
 from verisolve.problems import gold_field
 from verisolve.settings import get_settings
 
-FIELDS = ("problem", "gold", "completion", "answer", "score", "calc_calls", "calc_failures")
+FIELDS = (
+    "problem",
+    "gold",
+    "completion",
+    "answer",
+    "score",
+    "calc_calls",
+    "calc_failures",
+    # What `verisolve score` reads and adds, so that its output is evaluated as it is; not used.
+    "question",
+    "token_values",
+)
 
 
 class CandidateFileError(JsonlFileError):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,3 +210,31 @@ def test_the_first_n_candidates_of_a_larger_job_are_the_job_of_n(registered: str
     )
     for key in ("n_candidates", "strategies", "parse_failure_rate", "calculator", "pass_at_k"):
         assert cut[key] == run[key], key
+
+
+def test_solve_without_output_writes_only_answer_lines_to_stdout(registered: str) -> None:
+    args = ["solve", str(SAMPLES), "--generator", "tiny", "-n", "2", "--max-new-tokens", "8"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]  # one object a line
+    assert [r["id"] for r in rows][:2] == ["bakery", "stickers"]
+    assert len(rows) == 10
+    assert "Job 1: 10 problems" in result.stderr
+    assert "coverage (test@N)" in result.stderr
+    again = runner.invoke(app, args)
+    assert again.stdout == result.stdout
+    assert "Resuming job 1" in again.stderr
+
+
+def test_answer_lines_to_a_reader_that_stops_early_end_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from verisolve.cli.solve import _print_lines
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone, as `| head` is after its lines
+    with os.fdopen(write_end, "w") as pipe:
+        monkeypatch.setattr(sys, "stdout", pipe)
+        _print_lines(["{}"] * 10_000)  # more than the file buffers: writes fail before the flush
+        pipe.write("more\n")
+        pipe.flush()  # stdout now leads nowhere and takes what it is given

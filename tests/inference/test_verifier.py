@@ -239,6 +239,12 @@ def test_manifest_records_what_scoring_needs(tiny_verifier_onnx: dict[ScoreForm,
         ("token", {"architectures": ["LlamaForSequenceClassification"]}, "ForTokenClassification"),
         ("sequence", {"architectures": ["LlamaForTokenClassification"]}, "ForSequence"),
         ("sequence", {"id2label": {"0": "no", "1": "yes"}}, "2 labels"),
+        # A plain language model (two labels by default) is named for what it is.
+        (
+            "token",
+            {"architectures": ["LlamaForCausalLM"], "id2label": {"0": "a", "1": "b"}},
+            "needs a \\*ForTokenClassification checkpoint, but config.json names LlamaForCausalLM",
+        ),
     ],
 )
 def test_export_refuses_a_head_that_does_not_fit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,21 @@ def test_a_verifier_learns_what_the_text_shows(tiny_base: Path, tmp_path: Path) 
     rows = score_file(data, "learned", tmp_path / "scored.jsonl")
     assert len(rows) == 480
     assert rows[0]["correct"] in (True, False)  # other fields kept
+    # A file of another system's candidates: score, then evaluate what `score` wrote.
+    theirs = tmp_path / "theirs.jsonl"
+    lines = []
+    for row in rows[:80]:
+        a, b = map(int, re.findall(r"has (\d+) apples and buys (\d+)", row["question"])[0])
+        problem = {"problem": row["question"].split(":")[0], "gold": a + b}
+        lines.append({**problem, "question": row["question"], "completion": row["completion"]})
+    theirs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    score_file(theirs, "learned", tmp_path / "theirs-scored.jsonl")
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "theirs-scored.jsonl"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n_problems"] == 20
+    assert report["strategies"]["verifier"] > report["test_at_1"]
+    assert report["auroc"] >= 0.9
 
 
 def test_shuffled_labels_teach_nothing(tiny_base: Path, tmp_path: Path) -> None:

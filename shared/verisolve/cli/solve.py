@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -110,9 +114,32 @@ def _write_answers(job_id: int, output: Path | None) -> None:
         write_jsonl(output, rows)
         console.print(f"Answers written to {output}")
     else:
-        for row in rows:
-            console.print_json(json.dumps(row))
+        _print_lines(json.dumps(row, ensure_ascii=False) for row in rows)
     show_report(report)
+
+
+def _print_lines(lines: Iterable[str]) -> None:
+    """Lines to stdout; a reader that stops early (`| head`) ends them quietly, not the command."""
+    try:
+        for line in lines:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # What Python's documentation advises: point stdout at /dev/null so that the flush at
+        # exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+@contextmanager
+def _messages_to_stderr() -> Iterator[None]:
+    """Progress, notes and the report on stderr, so that stdout holds only the answer lines."""
+    was = console.stderr
+    console.stderr = True
+    try:
+        yield
+    finally:
+        console.stderr = was
 
 
 def solve(
@@ -134,7 +161,15 @@ def solve(
     """Solve a problem file in this process (SQLite and the default model unless configured).
 
     Interrupted and run again with the same file and options, it resumes where it stopped.
+    Without -o the answer lines go to stdout and everything else to stderr.
     """
+    with _messages_to_stderr() if output is None else nullcontext():
+        _solve(problems_file, options, output, metrics_port)
+
+
+def _solve(
+    problems_file: Path, options: JobOptions, output: Path | None, metrics_port: int | None
+) -> None:
     problems = _read(problems_file)
     spec = job_spec(options)
     engine = get_engine()
