@@ -175,3 +175,25 @@ def test_steps_against_needs_a_cascade_graph_on_both_sides(
         result = runner.invoke(app, [*args, "--rows", "2", "--repeats", "1", "--shots", "0"])
         assert result.exit_code == 1
         assert "both need one" in result.output
+
+
+def test_steps_take_registered_names(tiny_model: Path, tmp_path: Path) -> None:
+    from verisolve.db import get_engine, session_scope
+    from verisolve.db.migrate import prepare_schema
+    from verisolve.modelstore import registry
+
+    other = _linked_copy(tiny_model, tmp_path / "other")
+    engine = get_engine()
+    prepare_schema(engine)
+    with session_scope(engine) as session:
+        for name, path in (("tiny", tiny_model), ("tiny-other", other)):
+            manifest = Manifest.load(path).model_copy(update={"name": name})
+            registry.register(session, manifest, path)
+    args = ["bench", "steps", "--model", "tiny", "--against", "tiny-other", "--rows", "2"]
+    args += ["--repeats", "1", "--shots", "0", "--generated", "1", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert [t["graph"] for t in json.loads(result.output)["timings"]][-1] == "cascade against"
+    result = runner.invoke(app, ["bench", "steps", "--model", "tiny", "--against", "nope"])
+    assert result.exit_code == 1
+    assert "no model 'nope'" in result.output

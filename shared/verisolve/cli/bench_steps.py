@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,6 +25,7 @@ from verisolve.benchmarks.prefix import (
     timings_by_point,
 )
 from verisolve.cli.line_errors import fail
+from verisolve.modelstore.registry import ModelNotFoundError
 
 console = Console()
 # Op types shown one by one in --profile's tables; the rest are summed as "other ops".
@@ -34,12 +34,12 @@ TOP_OPS = 12
 
 def steps(
     model: Annotated[
-        Path,
+        str | None,
         typer.Option(
-            help="Model directory with optimum's and the prefix-shared decoder graphs "
-            "(its cascade graph is timed too when it has one)."
+            help="Model name or directory with optimum's and the prefix-shared decoder graphs "
+            "(its cascade graph is timed too when it has one; default: the default generator)."
         ),
-    ],
+    ] = None,
     shots: Annotated[
         list[int] | None,
         typer.Option(min=0, help="Few-shot exemplars in the prompt (repeatable; default 0 and 4)."),
@@ -60,29 +60,33 @@ def steps(
         ),
     ] = False,
     against: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            help="Another export of the model (a model directory): its cascade graph is timed "
+            help="Another export of the model (a name or directory): its cascade graph is timed "
             "alternately with --model's on the same inputs, and the table gives the ratio."
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Seconds per decode step against the past length, for each graph side by side."""
+    from verisolve.cli.bench import resolve_model
+
     shot_list = shots or [0, 4]
     try:
-        lengths = prompt_lengths_for_shots(model, shot_list)
+        model_dir = resolve_model(model)
+        against_dir = None if against is None else resolve_model(against)
+        lengths = prompt_lengths_for_shots(model_dir, shot_list)
         timings = time_decode_steps(
-            model,
+            model_dir,
             rows=rows,
             prompt_lengths=sorted(set(lengths.values())),
             generated_lengths=generated or [1, 120],
             repeats=repeats,
             threads=threads,
             profile=profile,
-            against=against,
+            against=against_dir,
         )
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, ModelNotFoundError) as exc:
         fail(f"bench steps: {exc}")
         raise typer.Exit(1) from None
     if as_json:
