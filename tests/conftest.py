@@ -25,6 +25,10 @@ RABBITMQ_URL = os.environ.get("VERISOLVE_TEST_RABBITMQ_URL", "amqp://guest:guest
 
 # Settings a test run takes from the user's environment (the rest are the defaults).
 _KEPT_SETTINGS = frozenset({"VERISOLVE_GSM8K_DIR"})
+# The user's model store as the shell configures it, read before any test changes the settings:
+# tests of the installed default model read it there, and nothing writes to it.
+USER_MODELS_PATH = get_settings().models_path
+get_settings.cache_clear()
 
 
 def service_unavailable(what: str, why: object) -> None:
@@ -61,6 +65,12 @@ def _isolated_settings(
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def user_models_path() -> Path:
+    """The user's model store (VERISOLVE_MODEL_DIR, else the data directory's): read only."""
+    return USER_MODELS_PATH
 
 
 @pytest.fixture(scope="session")

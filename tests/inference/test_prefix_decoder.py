@@ -106,7 +106,7 @@ def test_expand_after_decoding_started_is_refused(model_dir: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.export
-def test_default_model_steps_match_transformers(tmp_path: Path) -> None:
+def test_default_model_steps_match_transformers(tmp_path: Path, user_models_path: Path) -> None:
     """The default model's prefix graph against its fp32 source, over a few-shot prompt."""
     torch = pytest.importorskip("torch")
     from transformers import AutoModelForCausalLM
@@ -121,7 +121,7 @@ def test_default_model_steps_match_transformers(tmp_path: Path) -> None:
         prefix_output_names,
     )
 
-    target = default_model_dir()
+    target = default_model_dir(user_models_path)
     if not (target / HF_SUBDIR / "config.json").is_file():
         pytest.skip(
             f"no default model with its {HF_SUBDIR}/ source at {target} (VERISOLVE_MODEL_DIR)"

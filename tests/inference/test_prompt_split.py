@@ -62,10 +62,10 @@ def test_any_template_splits_at_a_stable_boundary(tiny: TextTokenizer, spec: Pro
     assert_stable(tiny, spec, questions() + list(PROBES))
 
 
-def test_the_default_model_tokenizer_splits_cleanly() -> None:
+def test_the_default_model_tokenizer_splits_cleanly(user_models_path: Path) -> None:
     from verisolve.modelstore.default import default_model_dir
 
-    path = default_model_dir() / "tokenizer.json"
+    path = default_model_dir(user_models_path) / "tokenizer.json"
     if not path.is_file():
         pytest.skip(f"no default model at {path.parent} (VERISOLVE_MODEL_DIR)")
     tokenizer = TextTokenizer.from_file(path)
