@@ -16,8 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from verisolve.modelstore.manifest import MANIFEST_FILE, Manifest
-from verisolve.tables import Job, ModelArtifact
-from verisolve.tables.job import JobStatus
+from verisolve.tables import Job, JobStatus, ModelArtifact
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +139,9 @@ def unregister(session: Session, names: Iterable[str]) -> list[ModelArtifact]:
     for name in dict.fromkeys(names):
         row = get(session, name)
         if row is None:
-            known = ", ".join(r.name for r in list_models(session)) or "none registered"
-            raise ModelNotFoundError(f"no model {name!r} is registered (known models: {known})")
+            raise ModelNotFoundError(
+                f"no model {name!r} is registered (known models: {_known(session)})"
+            )
         jobs = unfinished_jobs_using(session, name)
         if jobs:
             ids = ", ".join(str(job) for job in jobs)
@@ -178,8 +178,12 @@ def resolve(session: Session, name_or_path: str) -> Path:
         return candidate.resolve()
     if get(session, name_or_path) is not None:
         return resolve_name(session, name_or_path)
-    known = ", ".join(row.name for row in list_models(session)) or "none registered"
     raise ModelNotFoundError(
         f"no model {name_or_path!r}: not a directory with a {MANIFEST_FILE}, nor a registered "
-        f"name (known models: {known}; see `verisolve models list`)"
+        f"name (known models: {_known(session)}; see `verisolve models list`)"
     )
+
+
+def _known(session: Session) -> str:
+    """The registered names, for an error message."""
+    return ", ".join(row.name for row in list_models(session)) or "none registered"
