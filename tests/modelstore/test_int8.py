@@ -119,3 +119,35 @@ def test_row_scaled_int8_quantises_every_weight_product(fp32_graph: Path, tmp_pa
     # A random tiny model: logits near 0.1, int8 keeps them within a few hundredths. With 8-bit
     # per-channel weights, CPUs without VNNI saturated: up to 0.14 off.
     np.testing.assert_allclose(_logits(quantized, feeds), _logits(fp32_graph, feeds), atol=0.05)
+
+
+def test_default_int8_gives_each_row_the_same_logits_whatever_its_batch_mates(
+    fp32_graph: Path, tmp_path: Path
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    from verisolve.modelstore.export import quantize_int8
+
+    quantized = tmp_path / "int8.onnx"
+    assert quantize_int8(fp32_graph, quantized) == [
+        "/layers.0/mlp/down_proj/MatMul",
+        "/layers.1/mlp/down_proj/MatMul",
+        "/lm_head/MatMul",
+    ]
+    ops = [n.op_type for n in onnx.load(str(quantized)).graph.node]
+    # Per layer: one fixed quantiser for q/k/v's input, one for o's, one for gate/up's.
+    assert ops.count("QuantizeLinear") == 6
+    assert "DynamicQuantizeLinear" not in ops
+    assert ops.count("MatMulNBits") == 3
+    feeds = _feeds(fp32_graph, rows=4, seed=3)
+    # One row's own cache ten times larger: one activation scale per batch would coarsen the
+    # other rows' values to fit it.
+    for name, value in feeds.items():
+        if name.startswith("suffix_"):
+            value[2] *= 10
+    together = _logits(quantized, feeds)
+    for row in range(4):
+        alone = {k: v if k.startswith("prefix_") else v[row : row + 1] for k, v in feeds.items()}
+        np.testing.assert_allclose(
+            _logits(quantized, alone), together[row : row + 1], atol=1e-6, rtol=0
+        )
+    np.testing.assert_allclose(together, _logits(fp32_graph, feeds), atol=0.05)

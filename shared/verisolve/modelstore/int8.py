@@ -241,6 +241,55 @@ def scale_rows(model: Any, names: Sequence[str]) -> None:
         _insert(graph, node, before, after)
 
 
+def fixed_row_activations(path: Path) -> int:
+    """Quantise row-scaled activations with a fixed scale instead of one set per batch; how many.
+
+    ONNX Runtime's dynamic quantisation (DynamicQuantizeLinear) picks one scale and zero point
+    for the whole tensor, so a row's int8 values, and its logits, move with its batch-mates. A
+    row divided by its largest magnitude (`scale_rows`) lies within [-1, 1], which the fixed
+    uint8 scale 2/255 with zero point 128 covers: each such DynamicQuantizeLinear becomes a
+    QuantizeLinear with those constants, and its products read them. The graph at `path` is
+    rewritten in place; quantisers of other inputs stay dynamic.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    scale, zero = "row_quant_scale", "row_quant_zero_point"
+    row_scaled = {
+        out
+        for n in graph.node
+        if n.name.startswith("row_scale_") and n.op_type == "Div"
+        for out in n.output
+    }
+    renamed: dict[str, str] = {}
+    for node in list(graph.node):
+        if node.op_type != "DynamicQuantizeLinear" or node.input[0] not in row_scaled:
+            continue
+        quantised, dynamic_scale, dynamic_zero = node.output
+        renamed |= {dynamic_scale: scale, dynamic_zero: zero}
+        fixed = helper.make_node(
+            "QuantizeLinear", [node.input[0], scale, zero], [quantised], name=f"{node.name}_fixed"
+        )
+        at = list(graph.node).index(node)
+        graph.node.remove(node)
+        graph.node.insert(at, fixed)
+    if renamed:
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(2.0 / 255.0, np.float32), scale),
+                numpy_helper.from_array(np.array(128, np.uint8), zero),
+            ]
+        )
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                node.input[i] = renamed.get(name, name)
+        onnx.save(model, str(path))
+    return len(renamed) // 2
+
+
 def _insert(graph: Any, node: Any, before: list[Any], after: list[Any]) -> None:
     """Put `before` just ahead of `node` and `after` just behind it (keeps graph order valid)."""
     at = list(graph.node).index(node)
