@@ -131,24 +131,18 @@ def quantize_int8(
 
         quantize_row_scaled(src, dst, outliers)
         return []
-    graph = onnx.load(str(src), load_external_data=False).graph
+    # Without external data this is the whole model; with, its nodes only.
+    model = onnx.load(str(src), load_external_data=False)
     chosen = [
         node.name
-        for node in graph.node
+        for node in model.graph.node
         if node.op_type == "MatMul" and any(part in node.name for part in blockwise)
     ]
     source = src
     if not external:
-        from verisolve.modelstore.int8 import scale_rows
+        from verisolve.modelstore.int8 import fixed_row_activations, scale_rows, weight_products
 
-        model = onnx.load(str(src))
-        weights = {init.name for init in model.graph.initializer}
-        products = [
-            n.name
-            for n in model.graph.node
-            if n.op_type == "MatMul" and n.input[1:] and n.input[1] in weights
-        ]
-        scale_rows(model, [name for name in products if name not in chosen])
+        scaled = scale_rows(model, [n for n in weight_products(model.graph) if n not in chosen])
         source = dst.with_suffix(".rows.onnx")
         onnx.save(model, str(source))
     try:
@@ -157,9 +151,7 @@ def quantize_int8(
         if source != src:
             source.unlink(missing_ok=True)
     if not external:
-        from verisolve.modelstore.int8 import fixed_row_activations
-
-        fixed_row_activations(dst)
+        fixed_row_activations(dst, set(scaled))
     if chosen:
         quantize_blockwise(dst, chosen, external=external)
     return chosen

@@ -36,7 +36,7 @@ channels: no closer than 8.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +111,9 @@ def quantize_row_scaled(src: Path, dst: Path, outliers: Mapping[int, Sequence[in
     # The MatMuls the earlier scheme makes blockwise (down projections, head) go per-channel.
     channelwise = [n.name for n in products if any(p in n.name for p in BLOCKWISE_NODES)]
     _fold_weight_transposes(model, set(channelwise))
-    weights = {init.name for init in graph.initializer}
-    quantised = [n for n in products if n.input[1] in weights]
+    quantised = weight_products(graph)
     split = split_outliers(model, outliers)
-    scale_rows(model, [n.name for n in quantised])
+    scale_rows(model, quantised)
     staged = dst.with_suffix(".rows.onnx")
     onnx.save(model, str(staged))
     try:
@@ -198,9 +197,21 @@ def split_outliers(model: Any, outliers: Mapping[int, Sequence[int]]) -> list[st
     return added
 
 
-def scale_rows(model: Any, names: Sequence[str]) -> None:
+def weight_products(graph: Any) -> list[str]:
+    """The names of the graph's MatMuls whose second input is a weight (an initializer)."""
+    weights = {init.name for init in graph.initializer}
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "MatMul" and len(n.input) == 2 and n.input[1] in weights
+    ]
+
+
+def scale_rows(model: Any, names: Sequence[str]) -> list[str]:
     """Feed these MatMuls their input's rows divided by each row's largest |value|, and scale
-    their outputs back: `x @ W = s * ((x / s) @ W)` with s = max|x| over the last axis."""
+    their outputs back: `x @ W = s * ((x / s) @ W)` with s = max|x| over the last axis.
+
+    Returns the scaled inputs' names (one per distinct input; each row within [-1, 1])."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -239,17 +250,19 @@ def scale_rows(model: Any, names: Sequence[str]) -> None:
             )
         ]
         _insert(graph, node, before, after)
+    return [f"{tag}_x" for tag in scales.values()]
 
 
-def fixed_row_activations(path: Path) -> int:
+def fixed_row_activations(path: Path, row_scaled: Collection[str]) -> None:
     """Quantise row-scaled activations with a fixed scale instead of one set per batch; how many.
 
     ONNX Runtime's dynamic quantisation (DynamicQuantizeLinear) picks one scale and zero point
     for the whole tensor, so a row's int8 values, and its logits, move with its batch-mates. A
-    row divided by its largest magnitude (`scale_rows`) lies within [-1, 1], which the fixed
-    uint8 scale 2/255 with zero point 128 covers: each such DynamicQuantizeLinear becomes a
-    QuantizeLinear with those constants, and its products read them. The graph at `path` is
-    rewritten in place; quantisers of other inputs stay dynamic.
+    row divided by its largest magnitude (`row_scaled`: what `scale_rows` returned) lies within
+    [-1, 1], which the fixed uint8 scale 2/255 with zero point 128 covers: the
+    DynamicQuantizeLinear of each such input becomes a QuantizeLinear with those constants, and
+    its products read them. The graph at `path` is rewritten in place; quantisers of other inputs
+    stay dynamic.
     """
     import numpy as np
     import onnx
@@ -258,24 +271,20 @@ def fixed_row_activations(path: Path) -> int:
     model = onnx.load(str(path))
     graph = model.graph
     scale, zero = "row_quant_scale", "row_quant_zero_point"
-    row_scaled = {
-        out
-        for n in graph.node
-        if n.name.startswith("row_scale_") and n.op_type == "Div"
-        for out in n.output
-    }
     renamed: dict[str, str] = {}
-    for node in list(graph.node):
+    for node in graph.node:
         if node.op_type != "DynamicQuantizeLinear" or node.input[0] not in row_scaled:
             continue
         quantised, dynamic_scale, dynamic_zero = node.output
         renamed |= {dynamic_scale: scale, dynamic_zero: zero}
-        fixed = helper.make_node(
-            "QuantizeLinear", [node.input[0], scale, zero], [quantised], name=f"{node.name}_fixed"
+        node.CopyFrom(
+            helper.make_node(
+                "QuantizeLinear",
+                [node.input[0], scale, zero],
+                [quantised],
+                name=f"{node.name}_fixed",
+            )
         )
-        at = list(graph.node).index(node)
-        graph.node.remove(node)
-        graph.node.insert(at, fixed)
     if renamed:
         graph.initializer.extend(
             [
@@ -287,7 +296,6 @@ def fixed_row_activations(path: Path) -> int:
             for i, name in enumerate(node.input):
                 node.input[i] = renamed.get(name, name)
         onnx.save(model, str(path))
-    return len(renamed) // 2
 
 
 def _insert(graph: Any, node: Any, before: list[Any], after: list[Any]) -> None:
