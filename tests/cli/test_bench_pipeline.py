@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,12 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from verisolve.cli.app import app
-from verisolve.cli.bench_pipeline import PipelineTiming, bench_problems
-from verisolve.db import create_engine, session_scope
+from verisolve.cli.bench_pipeline import PipelineTiming, _registered, bench_problems
+from verisolve.db import create_engine, get_engine, session_scope
+from verisolve.db.migrate import upgrade
 from verisolve.modelstore import registry
+from verisolve.settings import get_settings
 from verisolve.tables import Job, ModelArtifact, OutboxMessage
-
-pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,9 @@ def tiny_generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "generator"
 
 
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+@pytest.mark.slow
 def test_the_benchmark_reports_its_overhead(
     postgres_url: str,
     rabbitmq_url: str,
@@ -63,6 +67,32 @@ def test_the_benchmark_reports_its_overhead(
         assert registry.get(session, "tiny-bench") is not None
         session.execute(sa.delete(ModelArtifact).where(ModelArtifact.name == "tiny-bench"))
     engine.dispose()
+
+
+def test_a_model_option_is_a_directory_a_stored_name_or_a_registered_one(
+    tiny_generator: Path,
+) -> None:
+    settings = get_settings()
+    upgrade(settings.database_url)
+    engine = get_engine(settings.database_url)
+    stored = settings.models_path / "tiny-bench"
+    shutil.copytree(tiny_generator, stored)
+    with session_scope(engine) as session:
+        assert registry.get(session, "tiny-bench") is None
+    # A name whose directory is in the store, unknown to this database, is registered there.
+    assert _registered(engine, "tiny-bench") == "tiny-bench"
+    with session_scope(engine) as session:
+        assert registry.resolve_name(session, "tiny-bench") == stored.resolve()
+    # A directory is registered under its manifest's name, wherever it lies.
+    assert _registered(engine, str(tiny_generator)) == "tiny-bench"
+    with session_scope(engine) as session:
+        assert registry.resolve_name(session, "tiny-bench") == tiny_generator.resolve()
+    # Registered names, 'none' and unknown names (ensure_models refuses those) pass as they are.
+    shutil.rmtree(stored)
+    assert _registered(engine, "tiny-bench") == "tiny-bench"
+    assert _registered(engine, "none") == "none"
+    assert _registered(engine, "nowhere") == "nowhere"
+    assert _registered(engine, None) is None
 
 
 @pytest.mark.parametrize(

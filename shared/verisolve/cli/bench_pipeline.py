@@ -90,15 +90,29 @@ class PipelineTiming:
 
 
 def _registered(engine: sa.Engine, model: str | None) -> str | None:
-    """A model option as a name: a model directory is registered first, under its own name."""
+    """A model option as a registered name.
+
+    A model directory, or a name whose directory is in the model store (as the other `bench`
+    commands take it) but which this database does not know yet, is registered first under its
+    manifest's name; a registered name and 'none' pass as they are.
+    """
+    from verisolve.cli.job_options import NO_VERIFIER
     from verisolve.modelstore import registry
     from verisolve.modelstore.manifest import MANIFEST_FILE, Manifest
 
-    if model is None or not (Path(model) / MANIFEST_FILE).is_file():
+    if model is None or model == NO_VERIFIER:
         return model
-    manifest = Manifest.load(Path(model))
+    directory = Path(model).expanduser()
+    if not (directory / MANIFEST_FILE).is_file():
+        with session_scope(engine) as session:
+            if registry.get(session, model) is not None:
+                return model
+        directory = get_settings().models_path / model
+        if not (directory / MANIFEST_FILE).is_file():
+            return model  # unknown: ensure_models names it in its error
+    manifest = Manifest.load(directory)
     with session_scope(engine) as session:
-        registry.register(session, manifest, Path(model))
+        registry.register(session, manifest, directory)
     return manifest.name
 
 
@@ -199,10 +213,14 @@ def pipeline(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = DEFAULTS.sampling.max_new_tokens,
     generator: Annotated[
         str | None,
-        typer.Option(help="A name, or a model directory to register [default: the settings']"),
+        typer.Option(
+            help="A name (registered, or a directory of the model store) or a model directory;"
+            " registered first when this database does not know it [default: the settings']"
+        ),
     ] = None,
     verifier: Annotated[
-        str | None, typer.Option(help="A name, a model directory to register, or 'none'.")
+        str | None,
+        typer.Option(help="A name or a model directory, as for --generator, or 'none'."),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the job.")] = 3600,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
