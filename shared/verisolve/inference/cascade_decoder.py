@@ -147,6 +147,33 @@ class CascadeDecoder:
             extended.append(np.concatenate([past, new], axis=2))
         return extended
 
+    def padded_prefix(self, prefix: Sequence[NDArray[Any]]) -> list[NDArray[Any]]:
+        """The prefix with masked positions after it, up to a multiple of 64 bytes per head.
+
+        Each row's sum of its prefix weights is a reduction over the prefix's positions, which
+        ONNX Runtime runs with SIMD loads whose split between scalar head and vectors follows
+        each row's address; with the batch's rows in one buffer, that address moved with the
+        row's place and the number of rows, and so did the sum's last bits (3.7e-5 on the
+        logits of the default model in fp32, and in int8, whose row quantisation rounds such
+        differences into whole steps, 0.7, so that a sampled candidate changed with the batch).
+        Padded to a multiple of 64 bytes, every row's positions start on the same alignment.
+        A padded key scores NO_SCORE in its sentinel feature, as the sentinel does: weight 0.
+        Graphs without the sentinel feature get the prefix as it is.
+        """
+        if not self.sentinel:
+            return list(prefix)
+        multiple = max(1, 64 // self.prefix_dtype.itemsize)
+        extra = -prefix[0].shape[2] % multiple
+        if not extra:
+            return list(prefix)
+        padded = []
+        for i, array in enumerate(prefix):
+            pad = np.zeros((*array.shape[:2], extra, array.shape[3]), array.dtype)
+            if i % 2 == 0:  # keys and values alternate, keys first
+                pad[..., self.head_dim :] = max(NO_SCORE, float(np.finfo(array.dtype).min))
+            padded.append(np.concatenate([array, pad], axis=2))
+        return padded
+
     def empty_pool(self, blocks: int = 0) -> NDArray[Any]:
         """A pool of `blocks` zeroed blocks for one layer, in the own caches' dtype."""
         shape = (blocks, self.kv_heads, self.block_size, self.head_dim)
@@ -161,7 +188,7 @@ class CascadeDecoder:
             for start in range(0, len(key), PREFIX_CHUNK):
                 _, fed = self.feed(list(key[start : start + PREFIX_CHUNK]), cached, start)
                 cached = self.extend_prefix(cached, fed)
-            self._shared[key] = cached
+            cached = self._shared[key] = self.padded_prefix(cached)
         return cached
 
     def feed(

@@ -26,6 +26,17 @@ from verisolve.modelstore.cascade_export import NO_SCORE, SENTINEL_FEATURE
 from verisolve.modelstore.prefix_graph import LinearHead, PrefixLayer, rotate_half
 
 
+def sum_blocks(parts: torch.Tensor) -> torch.Tensor:
+    """The sum over axis 1 (a row's blocks), added in block order whatever the batch's shape.
+
+    ONNX Runtime's ReduceSum adds along a middle axis in an order that depends on the tensor's
+    shape (one by one for a single row, in groups of four for several), so a row's sum of five
+    or more blocks, and its logits, moved with the number of rows beside it. CumSum adds one
+    block after the other; its last entry is the sum (the padding's zeros add nothing).
+    """
+    return torch.cumsum(parts, dim=1)[:, -1]
+
+
 class CascadeLayer(PrefixLayer):
     """One decoder layer attending over shared prefix, own cache blocks and the fed tokens."""
 
@@ -115,12 +126,12 @@ class CascadeLayer(PrefixLayer):
         self_probs = torch.exp(self_scores - top)
         row_weights = torch.exp(row_max - top[:, None])
         total = prefix_probs.sum(dim=-1, keepdim=True) + self_probs.sum(dim=-1, keepdim=True)
-        total = total + (row_weights * row_sum).sum(dim=1)
+        total = total + sum_blocks(row_weights * row_sum)
         prefix_probs = prefix_probs.to(q.dtype).permute(1, 0, 2, 3).reshape(kvh, rows * queries, -1)
         out = torch.matmul(prefix_probs, prefix[1][0]).reshape(kvh, rows, queries, dim)
         out = out.permute(1, 0, 2, 3).float()
         out = out + torch.matmul(self_probs.to(q.dtype), v).float()
-        out = (out + (row_weights * row_out).sum(dim=1)) / total
+        out = (out + sum_blocks(row_weights * row_out)) / total
         out = out.to(q.dtype).reshape(rows, self.heads, width, dim).transpose(1, 2)
         cached = own[0].dtype
         out = attn.o_proj(out.reshape(rows, width, self.heads * dim))

@@ -103,14 +103,17 @@ def quantize_int8(
 
     Most MatMuls get int8 weights (one scale per tensor) and int8 activations quantised per row:
     each row is divided by its largest magnitude, quantised with a fixed scale (2/255, zero point
-    128: `int8.fixed_row_activations`) and its product multiplied back. So a row's logits do not
-    depend on which rows share its batch, as they did with ONNX Runtime's dynamic quantisation
-    (one activation scale for the whole batch, set by its widest row). The MLP down-projections'
-    inputs carry activation outliers, and the LM head is a third of the model's weights: those
-    (`blockwise`) get 8-bit weights in blocks of 32 along the input dimension with their own scale
-    and zero point, and activations quantised per block too (MatMulNBits, accuracy level 4),
-    which clips nothing. A tied head, read through a Transpose of the embedding, gets its own copy.
-    Graphs over 2 GB (external data) keep dynamic per-tensor activations.
+    128: `int8.fixed_row_activations`) and its product multiplied back. So a row's int8 values do
+    not depend on which rows share its batch, as they did with ONNX Runtime's dynamic quantisation
+    (one activation scale for the whole batch, set by its widest row); the cascade graph keeps the
+    rest of a step's arithmetic row by row too (`cascade_graph.sum_blocks`, and the decoder's
+    `padded_prefix`), since rounding to 255 levels turns a last-bit difference into a whole step.
+    The MLP down-projections' inputs carry activation outliers, and the LM head is a third of the
+    model's weights: those (`blockwise`) get 8-bit weights in blocks of 32 along the input
+    dimension with their own scale and zero point, and activations quantised per block too
+    (MatMulNBits, accuracy level 4), which clips nothing. A tied head, read through a Transpose
+    of the embedding, gets its own copy. Graphs over 2 GB (external data) keep dynamic
+    per-tensor activations.
 
     Measured on the default model (SmolLM2-135M-Instruct), teacher-forced over the gold answers of
     the first 20 GSM8K test problems with the 4-shot prompt (optimum's graph, 2,923 positions in
