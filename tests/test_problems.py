@@ -78,6 +78,9 @@ def test_text_lines_and_byte_order_mark() -> None:
         (b"\xff\xfe{}", "line 1: not valid UTF-8 (byte 0xff at column 1)"),
         (b'{"question": "caf\xe9"}', "line 1: not valid UTF-8 (byte 0xe9 at column 18)"),
         (b'{"question": "Q"', "line 1: not valid JSON: Expecting ',' delimiter (column 17)"),
+        # As a file reads it: the line's end is not the error's place.
+        (b'{"question": "Q"\n', "line 1: not valid JSON: Expecting ',' delimiter (column 17)"),
+        (b'{"question": "Q"\r\n', "line 1: not valid JSON: Expecting ',' delimiter (column 17)"),
         (b"question: Q", "line 1: not valid JSON: Expecting value (column 1)"),
         (b'{"question": NaN}', "line 1: not valid JSON: NaN is not a number JSON allows"),
         (b"[" * 100_000, "line 1: not valid JSON: nested too deeply"),

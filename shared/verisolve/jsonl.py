@@ -129,7 +129,8 @@ def read_object(raw: RawLine, line_no: int, *, max_line_bytes: int) -> dict[str,
         return None
     try:
         value = json.loads(
-            text,
+            # Without the line's end, an error at its end is at its last column, not line 2's 1st.
+            text.rstrip("\r\n"),
             object_pairs_hook=_unique_keys,
             parse_float=Decimal,
             parse_constant=_refuse_constant,

@@ -208,6 +208,22 @@ def test_vote_k_and_samples_change_what_is_counted() -> None:
     assert two_samples["coverage"] == pytest.approx(1 / 3)  # a's 4 is its third sample
 
 
+def test_vote_k_without_a_verifier_says_there_is_no_vote() -> None:
+    engine = get_engine()
+    prepare_schema(engine)
+    with session_scope(engine) as session:
+        job = make_job(session, spec("g", None, n_samples=4, seed=0), POOL_PROBLEMS)
+    InlineExecutor(engine, lambda _: SeededScripted(), lambda _: ScriptedScorer({})).run(job.id)
+    result = runner.invoke(app, ["report", str(job.id), "--vote-k", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "topk-vote" not in json.loads(result.stdout)["strategies"]
+    assert f"--vote-k 3: job {job.id} has no verifier" in result.stderr
+    # With a verifier's scores, the vote is there and nothing is said.
+    scored = runner.invoke(app, ["report", str(scripted_job(0)), "--vote-k", "3", "--json"])
+    assert "topk-vote" in json.loads(scored.stdout)["strategies"]
+    assert scored.stderr == ""
+
+
 def test_pooling_keeps_only_the_problems_every_job_holds() -> None:
     first = scripted_job(0)
     second = scripted_job(1, problems=POOL_PROBLEMS[:2])

@@ -76,6 +76,8 @@ def report(
             fail(str(exc))
             raise typer.Exit(1) from None
         result = evaluate(problems, k=vote_k or job.vote_k, seed=job.seed)
+        if vote_k is not None and all(j.verifier is None for j in jobs):
+            fail(f"--vote-k {vote_k}: job {job.id} has no verifier, so no top-k vote to report")
         if not as_json:
             console.print(
                 f"job {job.id}: {job.status}, {job.n_done}/{job.n_problems} problems done"
