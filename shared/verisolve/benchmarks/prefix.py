@@ -128,14 +128,15 @@ def _cascade_feeds(
 ) -> list[dict[str, NDArray[Any]]]:
     """A step of `rows` rows, each `generated` positions long in its own blocks of the pool, as
     the batch engine lays them out (random caches): the same step for each decoder, its shared
-    prefix in the layout its graph reads (with or without the sentinel position)."""
+    prefix in the layout its graph reads (with or without the sentinel position, padded as the
+    decoder pads it)."""
     cascade = decoders[0]
 
     def cache(length: int, dtype: Any) -> NDArray[Any]:
         return _random_cache(1, cascade.kv_heads, length, cascade.head_dim, dtype, rng)
 
     fed = [cache(prompt, cascade.prefix_dtype) for _ in cascade.prefix_names]
-    prefixes = [d.extend_prefix(d.prefix_start(), fed) for d in decoders]
+    prefixes = [d.padded_prefix(d.extend_prefix(d.prefix_start(), fed)) for d in decoders]
     batch = CascadeBatch(cascade, prefixes[0], prompt)
     own = tuple(cache(generated, cascade.own_dtype) for _ in cascade.own_names)
     batch.admit(QuestionCache(own, generated), rows)
