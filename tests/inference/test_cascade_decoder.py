@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,30 @@ def test_a_rows_logits_are_the_same_bits_whatever_rows_share_its_batch(
         return np.array(out)
 
     np.testing.assert_array_equal(row_logits(company=True), row_logits(company=False))
+
+
+def test_a_graph_exported_before_sums_in_order_runs_with_a_warning(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    from verisolve.modelstore.cascade_export import IN_ORDER_KEY
+
+    current = model_dir / "decoder_cascade.onnx"
+    with caplog.at_level(logging.WARNING, logger="verisolve.inference.cascade_decoder"):
+        assert CascadeDecoder.load(current, threads=1).in_order
+    assert not caplog.records
+    graph = onnx.load(str(current))
+    kept = [p for p in graph.metadata_props if p.key != IN_ORDER_KEY]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    older = tmp_path / "decoder_cascade.onnx"
+    onnx.save(graph, str(older))
+    with caplog.at_level(logging.WARNING, logger="verisolve.inference.cascade_decoder"):
+        decoder = CascadeDecoder.load(older, threads=1)
+    assert not decoder.in_order
+    assert "install-default --force" in caplog.text
+    logits, _ = decoder.open([1, 2, 3]).prefill([4, 5])  # it still runs
+    assert np.isfinite(logits).all()
 
 
 def engines(
@@ -394,6 +419,7 @@ def test_a_graph_without_the_sentinel_runs_on_cpu_and_is_refused_on_cuda(model_d
             get_inputs=lambda: inputs,
             get_providers=lambda: [provider, "CPUExecutionProvider"],
             get_provider_options=lambda: {provider: {"device_id": "0"}},
+            get_modelmeta=lambda: SimpleNamespace(custom_metadata_map={}),
         )
 
     old = CascadeDecoder(session("CPUExecutionProvider"))  # type: ignore[arg-type]

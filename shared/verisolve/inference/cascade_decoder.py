@@ -14,6 +14,7 @@ On CUDA the pools are OrtValues that never leave the device.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,14 @@ from numpy.typing import NDArray
 from verisolve.inference.kvgather import CacheOps
 from verisolve.inference.onnx_decoder import NUMPY_TYPES
 from verisolve.inference.providers import create_session, session_device
-from verisolve.modelstore.cascade_export import BLOCK_TABLES, NO_SCORE, SENTINEL_FEATURE
+from verisolve.modelstore.cascade_export import (
+    BLOCK_TABLES,
+    IN_ORDER_KEY,
+    NO_SCORE,
+    SENTINEL_FEATURE,
+)
+
+logger = logging.getLogger(__name__)
 
 # A step reads every block of the pool, free ones included: before a step, a pool more than a
 # quarter free (and by more than MIN_BLOCKS) is compacted. It grows by at least MIN_BLOCKS and
@@ -93,6 +101,17 @@ class CascadeDecoder:
                 "which ONNX Runtime's CUDA reductions refuse: it predates the prefix's sentinel "
                 "position; re-export the model (verisolve models install-default --force, for "
                 "the default one)"
+            )
+        # Graphs exported before the evening of 2026-12-03 add a row's blocks in an order that
+        # depends on the batch's shape: they run, but a candidate can move with its batch-mates.
+        metadata = session.get_modelmeta().custom_metadata_map
+        self.in_order = metadata.get(IN_ORDER_KEY) == "1"
+        if not self.in_order:
+            logger.warning(
+                "this cascade graph predates row sums in a fixed order: a candidate can change "
+                "with the rows that share its batch (report --samples and --with then hold only "
+                "approximately); re-export the model (verisolve models install-default --force, "
+                "for the default one)"
             )
         self._shared: dict[tuple[int, ...], list[NDArray[Any]]] = {}
 

@@ -38,6 +38,9 @@ BLOCK_TABLES = ("block_rows", "block_bias", "row_blocks")
 NO_SCORE = -1e30
 # Features the prefix's keys have beyond the queries': the sentinel's (see cascade_graph.py).
 SENTINEL_FEATURE = 1
+# The graph's metadata key (value "1") saying it adds a row's blocks in order (`sum_blocks`), so
+# that a row's logits do not depend on the rows beside it; graphs exported before it lack it.
+IN_ORDER_KEY = "verisolve.row_blocks_summed_in_order"
 
 
 def cascade_input_names(layers: int) -> list[str]:
@@ -136,7 +139,17 @@ def export_cascade_decoder(
             opset_version=opset,
             dynamo=False,
         )
+    _mark(out_path, {IN_ORDER_KEY: "1"})
     return out_path
+
+
+def _mark(path: Path, props: Mapping[str, str]) -> None:
+    """Add these metadata entries to the graph at `path` (weights in external data stay there)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **props})
+    onnx.save(model, str(path))
 
 
 def add_cascade_decoder(
