@@ -176,22 +176,16 @@ class CascadeDecoder:
         logits of the default model in fp32, and in int8, whose row quantisation rounds such
         differences into whole steps, 0.7, so that a sampled candidate changed with the batch).
         Padded to a multiple of 64 bytes, every row's positions start on the same alignment.
-        A padded key scores NO_SCORE in its sentinel feature, as the sentinel does: weight 0.
-        Graphs without the sentinel feature get the prefix as it is.
+        Each padded position is a copy of the sentinel (`prefix_start`): weight 0. Graphs
+        without the sentinel feature get the prefix as it is.
         """
-        if not self.sentinel:
+        extra = -prefix[0].shape[2] % (64 // self.prefix_dtype.itemsize)
+        if not self.sentinel or not extra:
             return list(prefix)
-        multiple = max(1, 64 // self.prefix_dtype.itemsize)
-        extra = -prefix[0].shape[2] % multiple
-        if not extra:
-            return list(prefix)
-        padded = []
-        for i, array in enumerate(prefix):
-            pad = np.zeros((*array.shape[:2], extra, array.shape[3]), array.dtype)
-            if i % 2 == 0:  # keys and values alternate, keys first
-                pad[..., self.head_dim :] = max(NO_SCORE, float(np.finfo(array.dtype).min))
-            padded.append(np.concatenate([array, pad], axis=2))
-        return padded
+        return [
+            np.concatenate([array, np.repeat(sentinel, extra, axis=2)], axis=2)
+            for array, sentinel in zip(prefix, self.prefix_start(), strict=True)
+        ]
 
     def empty_pool(self, blocks: int = 0) -> NDArray[Any]:
         """A pool of `blocks` zeroed blocks for one layer, in the own caches' dtype."""

@@ -254,7 +254,7 @@ def scale_rows(model: Any, names: Sequence[str]) -> list[str]:
 
 
 def fixed_row_activations(path: Path, row_scaled: Collection[str]) -> None:
-    """Quantise row-scaled activations with a fixed scale instead of one set per batch; how many.
+    """Quantise row-scaled activations with a fixed scale instead of one set per batch.
 
     ONNX Runtime's dynamic quantisation (DynamicQuantizeLinear) picks one scale and zero point
     for the whole tensor, so a row's int8 values, and its logits, move with its batch-mates. A
