@@ -166,6 +166,25 @@ def test_steps_against_another_export_times_both_cascade_graphs(
     assert all(t["ops"] for t in json.loads(result.output)["timings"])
 
 
+def test_steps_against_an_export_whose_caches_are_float16(tiny_model: Path, tmp_path: Path) -> None:
+    """An fp32 export against one with float16 caches (as int8 builds have): each graph is fed
+    the same step in the dtypes it takes."""
+    from verisolve.modelstore.cascade_export import CASCADE_ROLE, add_cascade_decoder
+
+    half = _linked_copy(tiny_model, tmp_path / "half", drop=CASCADE_ROLE)
+    graph = add_cascade_decoder(tiny_model.parent / "hf", half, cache_dtype="float16")
+    assert graph is not None
+    manifest = Manifest.load(half)
+    manifest.graphs[CASCADE_ROLE] = graph
+    manifest.save(half)
+    for model, other in ((tiny_model, half), (half, tiny_model)):
+        args = ["bench", "steps", "--model", str(model), "--against", str(other), "--rows", "3"]
+        result = runner.invoke(app, [*args, "--repeats", "1", "--shots", "2", "--json"])
+        assert result.exit_code == 0, result.output
+        timings = json.loads(result.output)["timings"]
+        assert [t["graph"] for t in timings][-2:] == ["cascade", "cascade against"]
+
+
 def test_steps_against_needs_a_cascade_graph_on_both_sides(
     tiny_model: Path, tmp_path: Path
 ) -> None:

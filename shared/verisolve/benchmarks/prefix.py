@@ -129,22 +129,33 @@ def _cascade_feeds(
     """A step of `rows` rows, each `generated` positions long in its own blocks of the pool, as
     the batch engine lays them out (random caches): the same step for each decoder, its shared
     prefix in the layout its graph reads (with or without the sentinel position, padded as the
-    decoder pads it)."""
+    decoder pads it) and its caches in the dtypes it takes (float32 or float16)."""
     cascade = decoders[0]
 
     def cache(length: int, dtype: Any) -> NDArray[Any]:
         return _random_cache(1, cascade.kv_heads, length, cascade.head_dim, dtype, rng)
 
     fed = [cache(prompt, cascade.prefix_dtype) for _ in cascade.prefix_names]
-    prefixes = [d.padded_prefix(d.extend_prefix(d.prefix_start(), fed)) for d in decoders]
+    prefixes = [
+        d.padded_prefix(
+            d.extend_prefix(d.prefix_start(), [f.astype(d.prefix_dtype, copy=False) for f in fed])
+        )
+        for d in decoders
+    ]
     batch = CascadeBatch(cascade, prefixes[0], prompt)
     own = tuple(cache(generated, cascade.own_dtype) for _ in cascade.own_names)
     batch.admit(QuestionCache(own, generated), rows)
     batch.compact()  # no spare blocks (the pool grows in steps): a step reads the rows' alone
     feeds = batch.step_inputs(rng.integers(0, 100, rows))
-    feeds.update(zip(cascade.own_names, batch.pools, strict=True))
     return [
-        {**feeds, **dict(zip(d.prefix_names, prefix, strict=True))}
+        {
+            **feeds,
+            **{
+                n: pool.astype(d.own_dtype, copy=False)
+                for n, pool in zip(d.own_names, batch.pools, strict=True)
+            },
+            **dict(zip(d.prefix_names, prefix, strict=True)),
+        }
         for d, prefix in zip(decoders, prefixes, strict=True)
     ]
 
@@ -241,10 +252,14 @@ def _time_decode_steps(
     return _with_ops(timings, sessions, repeats)
 
 
+_FLOAT_TYPES = ("tensor(float)", "tensor(float16)")
+
+
 def _against(
     cascade: CascadeDecoder | None, other_dir: Path, threads: int | None, profile: str | None
 ) -> CascadeDecoder:
-    """The other model's cascade graph, checked to take the first one's inputs."""
+    """The other model's cascade graph, checked to take the first one's inputs (its caches may
+    be of another float dtype: an fp32 export against an int8 one's float16 caches)."""
     other = Manifest.load(other_dir).graphs.get(CASCADE_ROLE)
     if cascade is None or other is None:
         raise ValueError("--against compares two models' cascade graphs: both need one")
@@ -253,7 +268,11 @@ def _against(
     def inputs(d: CascadeDecoder) -> list[tuple[str, str, list[Any]]]:
         # The shared prefix's keys are the one input whose layout may differ (the sentinel).
         prefix = set(d.prefix_names[::2])
-        return [(i.name, i.type, i.shape) for i in d.session.get_inputs() if i.name not in prefix]
+        return [
+            (i.name, "float" if i.type in _FLOAT_TYPES else i.type, i.shape)
+            for i in d.session.get_inputs()
+            if i.name not in prefix
+        ]
 
     if inputs(cascade) != inputs(decoder):
         raise ValueError(f"{other_dir}: its cascade graph does not take the same inputs")
