@@ -252,9 +252,6 @@ def _time_decode_steps(
     return _with_ops(timings, sessions, repeats)
 
 
-_FLOAT_TYPES = ("tensor(float)", "tensor(float16)")
-
-
 def _against(
     cascade: CascadeDecoder | None, other_dir: Path, threads: int | None, profile: str | None
 ) -> CascadeDecoder:
@@ -268,8 +265,10 @@ def _against(
     def inputs(d: CascadeDecoder) -> list[tuple[str, str, list[Any]]]:
         # The shared prefix's keys are the one input whose layout may differ (the sentinel).
         prefix = set(d.prefix_names[::2])
+        # The caches' dtype may differ too (`_cascade_feeds` casts them); no other input's.
+        caches = {*d.prefix_names, *d.own_names}
         return [
-            (i.name, "float" if i.type in _FLOAT_TYPES else i.type, i.shape)
+            (i.name, "cache" if i.name in caches else i.type, i.shape)
             for i in d.session.get_inputs()
             if i.name not in prefix
         ]
