@@ -2,8 +2,8 @@
 
 Without torch there is no device-side indexing in Python: expanding the prompt's cache to N rows
 and dropping finished rows are both a Gather along axis 0, run by ONNX Runtime on the session's
-own device. The graph is written directly in ONNX's protobuf wire format, so running a model
-needs no `onnx` package.
+own device. The graphs are written directly in ONNX's protobuf wire format (onnx_wire.py), so
+running a model needs no `onnx` package.
 """
 
 from __future__ import annotations
@@ -15,55 +15,25 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from verisolve.inference.onnx_wire import (
+    BFLOAT16,
+    DOUBLE,
+    FLOAT,
+    FLOAT16,
+    INT64,
+    model,
+    node,
+    value_info,
+)
 from verisolve.inference.providers import session_device
 
 # ONNX TensorProto.DataType codes of the cache dtypes ONNX Runtime reports.
 ELEM_TYPES = {
-    "tensor(float)": 1,
-    "tensor(float16)": 10,
-    "tensor(double)": 11,
-    "tensor(bfloat16)": 16,
+    "tensor(float)": FLOAT,
+    "tensor(float16)": FLOAT16,
+    "tensor(double)": DOUBLE,
+    "tensor(bfloat16)": BFLOAT16,
 }
-_INT64 = 7
-_ATTR_INT = 2
-_IR_VERSION = 8
-_OPSET = 13
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | 0x80 if value else byte)
-        if not value:
-            return bytes(out)
-
-
-def _field(number: int, payload: int | str | bytes) -> bytes:
-    """One protobuf field: a varint for ints, length-delimited for strings and messages."""
-    if isinstance(payload, int):
-        return _varint(number << 3) + _varint(payload)
-    data = payload.encode() if isinstance(payload, str) else payload
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
-def _value_info(name: str, elem_type: int, dims: Sequence[str]) -> bytes:
-    # ValueInfoProto{name=1, type=2: TypeProto{tensor_type=1: Tensor{elem_type=1, shape=2}}},
-    # TensorShapeProto{dim=1: Dimension{dim_param=2}}: every dimension symbolic.
-    shape = b"".join(_field(1, _field(2, dim)) for dim in dims)
-    tensor = _field(1, elem_type) + _field(2, shape)
-    return _field(1, name) + _field(2, _field(1, tensor))
-
-
-def _node(op_type: str, inputs: Sequence[str], output: str, **attributes: int) -> bytes:
-    # NodeProto{input=1, output=2, name=3, op_type=4, attribute=5: AttributeProto{name=1, i=3,
-    # type=20}}
-    attrs = b"".join(
-        _field(5, _field(1, name) + _field(3, value) + _field(20, _ATTR_INT))
-        for name, value in attributes.items()
-    )
-    names = b"".join(_field(1, name) for name in inputs)
-    return names + _field(2, output) + _field(3, output) + _field(4, op_type) + attrs
 
 
 def layer_op_model(
@@ -88,29 +58,27 @@ def layer_op_model(
     def operand(name: str, i: int) -> str:
         return name if name in shared else f"{name}_{i}"
 
-    nodes = b"".join(
-        _field(1, _node(op_type, [operand(x, i) for x in operands], f"out_{i}", **attributes))
+    nodes = [
+        node(op_type, [operand(x, i) for x in operands], f"out_{i}", **attributes)
         for i in range(count)
-    )
-    inputs = b""
-    for i in range(count):
-        for name in per_layer:
-            dims = [f"{name}_{i}_d{d}" for d in range(rank)]
-            inputs += _field(11, _value_info(f"{name}_{i}", elem_type, dims))
+    ]
+    inputs = [
+        value_info(f"{name}_{i}", elem_type, [f"{name}_{i}_d{d}" for d in range(rank)])
+        for i in range(count)
+        for name in per_layer
+    ]
     for name, (shared_type, shared_rank) in shared.items():
-        dims = [f"{name}_d{d}" for d in range(shared_rank)]
-        inputs += _field(11, _value_info(name, shared_type, dims))
-    outputs = b"".join(
-        _field(12, _value_info(f"out_{i}", elem_type, [f"out_{i}_d{d}" for d in range(rank)]))
+        inputs.append(value_info(name, shared_type, [f"{name}_d{d}" for d in range(shared_rank)]))
+    outputs = [
+        value_info(f"out_{i}", elem_type, [f"out_{i}_d{d}" for d in range(rank)])
         for i in range(count)
-    )
-    graph = nodes + _field(2, f"kv_{op_type.lower()}") + inputs + outputs
-    return _field(1, _IR_VERSION) + _field(7, graph) + _field(8, _field(2, _OPSET))
+    ]
+    return model(f"kv_{op_type.lower()}", nodes, inputs, outputs)
 
 
 def gather_model(elem_type: int, count: int, rank: int = 4) -> bytes:
     """An ONNX model: out_i = Gather(in_i, indices, axis=0) for i < count, inputs of `rank`."""
-    shared = {"indices": (_INT64, 1)}
+    shared = {"indices": (INT64, 1)}
     return layer_op_model("Gather", elem_type, count, ("in", "indices"), shared, rank=rank, axis=0)
 
 
@@ -161,7 +129,7 @@ class CacheOps:
             # ScatterND: out = in, with in[index] = new at each index (its last axis addresses
             # the leading axes). Tokens: (block, head, offset) [rows, heads, 1, 3] with new
             # [rows, heads, 1, dim]; blocks: (block,) [blocks, 1] with new whole blocks.
-            shared = {"indices": (_INT64, 4 if op == "write_tokens" else 2)}
+            shared = {"indices": (INT64, 4 if op == "write_tokens" else 2)}
             return layer_op_model("ScatterND", elem, count, ("in", "indices", "new"), shared)
         if op == "concat":
             return layer_op_model("Concat", elem, count, ("in", "more"), axis=0)
