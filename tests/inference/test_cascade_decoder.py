@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from verisolve.inference.batching import BatchGenerator, BatchItem, load_batch_generator
 from verisolve.inference.cascade_decoder import CascadeDecoder, OutdatedCascadeGraphError
+from verisolve.inference.device_sampling import host_logits
 from verisolve.inference.engine import Generator
 from verisolve.inference.onnx_decoder import OnnxDecoder
 from verisolve.inference.prompt_split import shared_prefix_ids
@@ -196,7 +198,7 @@ def test_a_graph_exported_before_sums_in_order_runs_with_a_warning(
 
 
 def engines(
-    model_dir: Path, max_rows: int, bind: bool | None = None
+    model_dir: Path, max_rows: int, bind: bool | None = None, sample_on_device: bool | None = None
 ) -> tuple[Generator, BatchGenerator]:
     """The per-problem engine on optimum's graph and the batch engine, ending rows at ids % 9."""
     tokenizer = TextTokenizer.from_file(model_dir / "tokenizer.json")
@@ -207,28 +209,58 @@ def engines(
         eos_token_ids=eos,
         stop=["\n\n"],
     )
-    batch = load_batch_generator(model_dir, threads=1, max_rows=max_rows, bind=bind)
+    batch = load_batch_generator(
+        model_dir, threads=1, max_rows=max_rows, bind=bind, sample_on_device=sample_on_device
+    )
     assert batch is not None
     batch.eos_token_ids = per_problem.eos_token_ids
     return per_problem, batch
 
 
-@pytest.mark.parametrize(("temperature", "bind"), [(0.0, False), (1.0, False), (1.0, True)])
+@pytest.mark.parametrize(
+    ("temperature", "bind", "sample_on_device"),
+    [(0.0, False, False), (1.0, False, False), (1.0, True, False), (1.0, True, True)],
+)
 def test_engine_candidates_equal_the_per_problem_engine(
-    model_dir: Path, temperature: float, bind: bool
+    model_dir: Path, temperature: float, bind: bool, sample_on_device: bool
 ) -> None:
-    per_problem, batch = engines(model_dir, max_rows=5, bind=bind)
+    # Bound: the caches' device path (here on the CPU); sampling on the device: the steps'
+    # logits stay there and the sampling graph draws each row's token from its own uniform.
+    per_problem, batch = engines(model_dir, 5, bind=bind, sample_on_device=sample_on_device)
     assert batch.shared_ids, "the exemplars should split off as the shared prefix"
-    items = [
-        BatchItem(
-            i,
-            PROMPT.render(q),
-            SamplingParams(n=2 + i, temperature=temperature, max_new_tokens=20, seed=7),
-            key=f"q{i}",
-        )
-        for i, q in enumerate(QUESTIONS)
-    ]
+    params = SamplingParams(temperature=temperature, max_new_tokens=20, seed=7)
     # N = 5 and 6 fill the batch: their last rows mix with the next problem's first ones.
+    assert_same_candidates(per_problem, batch, [replace(params, n=2 + i) for i in range(5)])
+
+
+@pytest.mark.parametrize("sample_on_device", [False, True])
+def test_rows_with_their_own_sampling_settings_share_a_batch(
+    model_dir: Path, sample_on_device: bool
+) -> None:
+    # Greedy, sampled, top-k and nucleus problems side by side: on the device, steps whose rows
+    # include a top-k or nucleus problem are sampled on the host; every candidate is still the
+    # per-problem engine's.
+    per_problem, batch = engines(model_dir, 6, bind=True, sample_on_device=sample_on_device)
+    base = SamplingParams(n=3, max_new_tokens=20, seed=11)
+    settings = [
+        replace(base, temperature=0.0),
+        replace(base, temperature=0.7),
+        replace(base, temperature=1.0, top_k=5),
+        replace(base, temperature=1.3, top_p=0.8),
+        replace(base, temperature=1.3),
+    ]
+    assert_same_candidates(per_problem, batch, settings)
+
+
+def assert_same_candidates(
+    per_problem: Generator, batch: BatchGenerator, settings: list[SamplingParams]
+) -> None:
+    """The batch engine's candidates for QUESTIONS (problem i with settings[i]) are the
+    per-problem engine's, token for token."""
+    items = [
+        BatchItem(i, PROMPT.render(q), params, key=f"q{i}")
+        for i, (q, params) in enumerate(zip(QUESTIONS, settings, strict=True))
+    ]
     got = dict(batch.stream(items))
     for item in items:
         expected = per_problem.generate(item.prompt, item.params, key=item.key)
@@ -449,6 +481,7 @@ def test_the_batch_engine_on_cuda_matches_the_cpu(model_dir: Path) -> None:
     except ProviderUnavailableError as exc:
         pytest.skip(str(exc))
     assert cuda.bind
+    assert cuda.sample_on_device
     # CUDA's float32 products may run in TF32 (ONNX Runtime's default on Ampere and later): on
     # 2026-11-30 an H200 gave the padded graph's logits within 2.2e-4 of the CPU's.
     cpu = CascadeDecoder.load(graph, threads=1)
@@ -462,7 +495,7 @@ def test_the_batch_engine_on_cuda_matches_the_cpu(model_dir: Path) -> None:
             batch.admit(cache, 3)
     for keep in (None, np.array([0, 2, 3, 5]), None):
         tokens = rng.integers(0, 500, batches[0].rows)
-        on_cpu, on_cuda = (batch.step(tokens) for batch in batches)
+        on_cpu, on_cuda = (host_logits(batch.step(tokens)) for batch in batches)
         np.testing.assert_allclose(on_cuda, on_cpu, atol=CUDA_ATOL, rtol=0)
         if keep is not None:
             for batch in batches:

@@ -15,6 +15,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from verisolve.inference.device_sampling import DeviceLogits
+
 
 class Decoding(Protocol):
     """One problem's decoding state: the prompt's cache, then one row per live sample."""
@@ -49,8 +51,9 @@ class BatchDecoding(Protocol):
     def admit(self, prompt: object, count: int) -> None:
         """Append `count` rows continuing a prefilled question (their first token not fed yet)."""
 
-    def step(self, tokens: NDArray[np.int64]) -> NDArray[np.float32]:
-        """Append one token per row; the next-token logits, float32 [rows, vocab]."""
+    def step(self, tokens: NDArray[np.int64]) -> NDArray[np.float32] | DeviceLogits:
+        """Append one token per row; the next-token logits, float32 [rows, vocab], on the host
+        or left on the device for sampling there."""
 
     def keep(self, rows: NDArray[np.int64]) -> None:
         """Keep only these rows (indices into the current rows, in their new order)."""

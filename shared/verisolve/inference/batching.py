@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from verisolve.calculator import CalculatorError, calculate, find_open_call
 from verisolve.inference.backends import BatchBackend, BatchDecoding
+from verisolve.inference.device_sampling import DeviceLogits
 from verisolve.inference.engine import CALL_TRIGGER, Completion, swap_remove_order
 from verisolve.inference.sampling import SamplingParams, draw_uniforms, row_streams, sample
 from verisolve.inference.stopping import FinishReason, StopRules
@@ -165,7 +166,7 @@ class _Run(Generic[T]):
     def results(self) -> Iterator[tuple[T, list[Completion]]]:
         """Decode until every problem is done, handing each one back as it completes."""
         tokens = np.zeros(0, dtype=np.int64)
-        logits: NDArray[np.float32] | None = None
+        logits: NDArray[np.float32] | DeviceLogits | None = None
         while True:
             done: list[_Problem[T]] = []
             if logits is not None:
@@ -182,7 +183,10 @@ class _Run(Generic[T]):
             self.gen.row_steps += len(tokens)
 
     def advance(
-        self, logits: NDArray[np.float32], before: NDArray[np.int64], done: list[_Problem[T]]
+        self,
+        logits: NDArray[np.float32] | DeviceLogits,
+        before: NDArray[np.int64],
+        done: list[_Problem[T]],
     ) -> NDArray[np.int64]:
         """Sample the rows after `before`'s, drop those that ended; every live row's token."""
         start = len(before)
@@ -244,24 +248,43 @@ class _Run(Generic[T]):
         self.rows += [_Row(problem, first + i, s) for i, s in enumerate(streams)]
         problem.admitted += count
 
-    def sample(self, logits: NDArray[np.float32], start: int) -> NDArray[np.int64]:
-        """A token for each row from `start` on (grouped by sampling settings), forced ones kept."""
+    def sample(self, logits: NDArray[np.float32] | DeviceLogits, start: int) -> NDArray[np.int64]:
+        """A token for each row from `start` on (grouped by sampling settings), forced ones kept.
+
+        Logits left on the device are sampled there when every row's settings allow it, and
+        copied to the host otherwise. Either way a row's token is its uniform's inverse CDF.
+        """
         rows = self.rows[start:]
         uniforms = draw_uniforms([r.stream for r in rows])
-        groups: dict[tuple[float, int, float], list[int]] = {}
-        for i, row in enumerate(rows):
-            p = row.problem.item.params
-            groups.setdefault((p.temperature, p.top_k, p.top_p), []).append(i)
-        tokens = np.empty(len(rows), dtype=np.int64)
-        for (temperature, top_k, top_p), members in groups.items():
-            at = slice(None) if len(members) == len(rows) else np.asarray(members)
-            tokens[at] = sample(
-                logits[at], uniforms[at], temperature=temperature, top_k=top_k, top_p=top_p
-            )
+        params = [r.problem.item.params for r in rows]
+        drawn = logits.sample(uniforms, params) if isinstance(logits, DeviceLogits) else None
+        if drawn is None:
+            drawn = self.sample_on_host(logits, uniforms, params)
+        tokens = np.asarray(drawn, dtype=np.int64)
         for i, row in enumerate(rows):
             if row.forced:
                 tokens[i] = row.forced.pop(0)
             row.tokens.append(int(tokens[i]))
+        return tokens
+
+    @staticmethod
+    def sample_on_host(
+        logits: NDArray[np.float32] | DeviceLogits,
+        uniforms: NDArray[np.float64],
+        params: Sequence[SamplingParams],
+    ) -> NDArray[np.int64]:
+        """`sampling.sample` over each group of rows that share their settings."""
+        if isinstance(logits, DeviceLogits):
+            logits = logits.numpy()
+        groups: dict[tuple[float, int, float], list[int]] = {}
+        for i, p in enumerate(params):
+            groups.setdefault((p.temperature, p.top_k, p.top_p), []).append(i)
+        tokens = np.empty(len(params), dtype=np.int64)
+        for (temperature, top_k, top_p), members in groups.items():
+            at = slice(None) if len(members) == len(params) else np.asarray(members)
+            tokens[at] = sample(
+                logits[at], uniforms[at], temperature=temperature, top_k=top_k, top_p=top_p
+            )
         return tokens
 
     def check(
@@ -360,11 +383,13 @@ def load_batch_generator(
     max_rows: int = 64,
     kv_budget_bytes: int = 4 << 30,
     bind: bool | None = None,
+    sample_on_device: bool | None = None,
 ) -> BatchGenerator | None:
     """The continuous-batching engine of a model directory; None without a current cascade graph.
 
-    `bind` keeps the caches as OrtValues on the session's device (IOBinding); the default is
-    to on CUDA only.
+    `bind` keeps the caches as OrtValues on the session's device (IOBinding) and
+    `sample_on_device` samples a step's logits there (only tokens cross); both default to on
+    for CUDA only.
     """
     from verisolve.inference.cascade_decoder import CascadeDecoder, OutdatedCascadeGraphError
     from verisolve.inference.prompt_split import shared_prefix_ids
@@ -376,7 +401,11 @@ def load_batch_generator(
         return None
     try:
         backend = CascadeDecoder.load(
-            model_dir / cascade_file, provider, threads=threads, bind=bind
+            model_dir / cascade_file,
+            provider,
+            threads=threads,
+            bind=bind,
+            sample_on_device=sample_on_device,
         )
     except OutdatedCascadeGraphError as exc:
         logger.warning("%s: no continuous batching: %s", model_dir, exc)

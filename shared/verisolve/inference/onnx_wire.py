@@ -13,7 +13,6 @@ import numpy as np
 
 # ONNX TensorProto.DataType codes.
 FLOAT = 1
-BOOL = 9
 FLOAT16 = 10
 DOUBLE = 11
 INT64 = 7
