@@ -4,9 +4,9 @@ On a GPU the batch engine's logits are [rows, vocab] float32, 50 MB a step at 25
 49,152-token vocabulary; copying them to the host and sampling there took as long as the whole
 step (README, "On a GPU"). Here the step's logits stay on the device and a second graph turns
 them into one token per row, so only the tokens cross: the same inverse CDF as `sampling.sample`
-(temperature, then each row's uniform from its own stream scaled by the row's total weight), in
-float64 for the cumulative sums, and ArgMax for greedy rows. Top-k and top-p rows still sample on
-the host (`DeviceLogits.numpy`), as their sorts are the host's.
+(temperature, then each row's uniform from its own stream scaled by the row's total weight,
+found in two levels of blocks), in float64 for the sums, and ArgMax for greedy rows. Top-k and
+top-p rows still sample on the host (`DeviceLogits.numpy`), as their sorts are the host's.
 """
 
 from __future__ import annotations
@@ -27,50 +27,60 @@ from verisolve.inference.onnx_wire import (
     node,
     value_info,
 )
-from verisolve.inference.sampling import SamplingParams
+from verisolve.inference.sampling import CDF_BLOCK, SamplingParams
 
 
 def sampler_model() -> bytes:
     """The graph: (logits [rows, vocab] float, uniforms [rows, 1] double, inverse temperatures
-    [rows, 1] float) -> sampled [rows] and greedy [rows] token ids (int64).
+    [rows, 1] float, pads [4] int64: the zeros that make the vocabulary a whole number of blocks)
+    -> sampled [rows] and greedy [rows] token ids (int64).
 
     sampled = the first token whose cumulative weight exceeds uniform × total, where a token's
     weight is exp((logit - row max) × inverse temperature), summed in float64; never past the
-    row's last token of positive weight (a uniform that rounds up to the total).
+    row's last token of positive weight. Two levels, as `sampling.inverse_cdf` does it: the sums
+    of blocks of `CDF_BLOCK` tokens find each row's block, then a cumulative sum within that
+    block finds the token. (ONNX Runtime's CUDA CumSum sums every element's prefix anew, so one
+    over a whole 49,152-token row would cost its length squared.)
     """
     nodes = [
         node("ReduceMax", ["logits"], "top", axes=[1], keepdims=1),
         node("Sub", ["logits", "top"], "shifted"),
         node("Mul", ["shifted", "inverse_temperature"], "scaled"),
         node("Exp", ["scaled"], "weights"),
-        node("Cast", ["weights"], "weights64", to=DOUBLE),
-        node("CumSum", ["weights64", "axis"], "cumulative"),
-        node("Slice", ["cumulative", "last", "end", "axis1"], "total"),
+        node("Pad", ["weights", "pads"], "padded"),
+        node("Cast", ["padded"], "weights64", to=DOUBLE),
+        node("Reshape", ["weights64", "in_blocks"], "blocked"),  # [rows, blocks, CDF_BLOCK]
+        node("ReduceSum", ["blocked", "axis2"], "block_sums", keepdims=0),
+        node("CumSum", ["block_sums", "axis"], "block_cumulative"),
+        node("Slice", ["block_cumulative", "last", "end", "axis1"], "total"),
         node("Mul", ["uniforms", "total"], "threshold"),
-        # Tokens whose cumulative weight is still at or below the threshold come before the one
-        # drawn: count those past it, and take them from the vocabulary's size.
-        node("Less", ["threshold", "cumulative"], "past"),
-        node("Cast", ["past"], "past_f", to=FLOAT),
-        node("ReduceSum", ["past_f", "axis1"], "past_count", keepdims=0),
-        node("Shape", ["logits"], "shape"),
-        node("Gather", ["shape", "axis"], "vocab", axis=0),
-        node("Cast", ["vocab"], "vocab_f", to=FLOAT),
-        node("Sub", ["vocab_f", "past_count"], "drawn_f"),
-        # The last token of positive weight: its position, -1 elsewhere, and the row's maximum.
-        node("Less", ["zero", "weights"], "positive"),
-        node("Range", ["zero", "vocab_f", "one"], "positions"),
-        node("Where", ["positive", "positions", "minus_one"], "marked"),
-        node("ReduceMax", ["marked"], "last_positive", axes=[1], keepdims=0),
-        node("Min", ["drawn_f", "last_positive"], "chosen_f"),
+        # The row's block: blocks whose cumulative sum is still at or below the threshold come
+        # before it (count those past it, take them from the number of blocks), never past the
+        # last block with any weight.
+        *_first_past("block_cumulative", "block_sums", "block_f"),
+        node("Cast", ["block_f"], "block", to=INT64),
+        node("Unsqueeze", ["block", "axis1"], "block_index"),  # [rows, 1]
+        node("Sub", ["block_cumulative", "block_sums"], "before_blocks"),
+        node("GatherElements", ["before_blocks", "block_index"], "before", axis=1),
+        node("GatherND", ["blocked", "block_index"], "inside", batch_dims=1),
+        node("CumSum", ["inside", "axis"], "inside_cumulative"),
+        node("Add", ["inside_cumulative", "before"], "in_block"),
+        *_first_past("in_block", "inside", "offset_f"),
+        node("Mul", ["block_f", "block_width"], "block_start"),
+        node("Add", ["block_start", "offset_f"], "chosen_f"),
         node("Cast", ["chosen_f"], "sampled", to=INT64),
         node("ArgMax", ["logits"], "greedy", axis=1, keepdims=0),
     ]
     constants = [
         initializer("axis", np.array(1, dtype=np.int64)),
         initializer("axis1", np.array([1], dtype=np.int64)),
+        initializer("axis2", np.array([2], dtype=np.int64)),
+        initializer("in_blocks", np.array([0, -1, CDF_BLOCK], dtype=np.int64)),
+        initializer("block_width", np.array(CDF_BLOCK, dtype=np.float32)),
         initializer("last", np.array([-1], dtype=np.int64)),
         initializer("end", np.array([np.iinfo(np.int64).max], dtype=np.int64)),
         initializer("zero", np.array(0, dtype=np.float32)),
+        initializer("zero64", np.array(0, dtype=np.float64)),
         initializer("one", np.array(1, dtype=np.float32)),
         initializer("minus_one", np.array(-1, dtype=np.float32)),
     ]
@@ -78,9 +88,30 @@ def sampler_model() -> bytes:
         value_info("logits", FLOAT, ["rows", "vocab"]),
         value_info("uniforms", DOUBLE, ["rows", "one"]),
         value_info("inverse_temperature", FLOAT, ["rows", "one"]),
+        value_info("pads", INT64, ["four"]),
     ]
     outputs = [value_info("sampled", INT64, ["rows"]), value_info("greedy", INT64, ["rows"])]
     return model("sample_rows", nodes, inputs, outputs, constants)
+
+
+def _first_past(cumulative: str, parts: str, out: str) -> list[bytes]:
+    """Nodes: `out` [rows] (float) = how many of a row's `cumulative` sums are at or below its
+    threshold, but at most the index of its last part of positive weight."""
+    name = f"{out}_"
+    return [
+        node("Less", ["threshold", cumulative], name + "past"),
+        node("Cast", [name + "past"], name + "past_f", to=FLOAT),
+        node("ReduceSum", [name + "past_f", "axis1"], name + "past_count", keepdims=0),
+        node("Shape", [cumulative], name + "shape"),
+        node("Gather", [name + "shape", "axis"], name + "width", axis=0),
+        node("Cast", [name + "width"], name + "width_f", to=FLOAT),
+        node("Sub", [name + "width_f", name + "past_count"], name + "drawn"),
+        node("Less", ["zero64", parts], name + "positive"),
+        node("Range", ["zero", name + "width_f", "one"], name + "positions"),
+        node("Where", [name + "positive", name + "positions", "minus_one"], name + "marked"),
+        node("ReduceMax", [name + "marked"], name + "last", axes=[1], keepdims=0),
+        node("Min", [name + "drawn", name + "last"], out),
+    ]
 
 
 def on_device(params: SamplingParams, vocab: int) -> bool:
@@ -135,6 +166,8 @@ class DeviceSampler:
             "uniforms", np.ascontiguousarray(uniforms, dtype=np.float64)[:, None]
         )
         binding.bind_cpu_input("inverse_temperature", inverse)
+        pads = np.array([0, 0, 0, -logits.shape()[1] % CDF_BLOCK], dtype=np.int64)
+        binding.bind_cpu_input("pads", pads)
         binding.bind_output("sampled", "cpu")
         binding.bind_output("greedy", "cpu")
         self.session.run_with_iobinding(binding)

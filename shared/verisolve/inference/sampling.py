@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 _NUCLEUS_PASSES = (64, 1024)
 _SEED_MASK = (1 << 64) - 1
 # Columns per block of the two-level inverse CDF.
-_CDF_BLOCK = 256
+CDF_BLOCK = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,7 @@ def inverse_cdf(probs: NDArray[np.float32], uniforms: NDArray[np.float64]) -> ND
     column: block sums find each row's block, then a cumsum within that block finds the token.
     """
     width = probs.shape[1]
-    starts = np.arange(0, width, _CDF_BLOCK)
+    starts = np.arange(0, width, CDF_BLOCK)
     blocks = block_sums(probs)
     block_cumulative = np.cumsum(blocks, axis=1)
     # Scale by the row total rather than assume it is 1: float32 sums drift.
@@ -133,26 +133,26 @@ def inverse_cdf(probs: NDArray[np.float32], uniforms: NDArray[np.float64]) -> ND
     last_block = blocks.shape[1] - 1 - np.argmax(blocks[:, ::-1] > 0, axis=1)
     block = np.minimum((block_cumulative <= thresholds[:, None]).sum(axis=1), last_block)
     before = np.take_along_axis(block_cumulative - blocks, block[:, None], axis=1)[:, 0]
-    cols = starts[block][:, None] + np.arange(_CDF_BLOCK)
+    cols = starts[block][:, None] + np.arange(CDF_BLOCK)
     inside = np.take_along_axis(probs, np.minimum(cols, width - 1), axis=1).astype(np.float64)
     inside[cols >= width] = 0.0
     cumulative = before[:, None] + np.cumsum(inside, axis=1)
     offset = (cumulative <= thresholds[:, None]).sum(axis=1)
-    last_positive = _CDF_BLOCK - 1 - np.argmax(inside[:, ::-1] > 0, axis=1)
+    last_positive = CDF_BLOCK - 1 - np.argmax(inside[:, ::-1] > 0, axis=1)
     result: NDArray[np.int64] = (starts[block] + np.minimum(offset, last_positive)).astype(np.int64)
     return result
 
 
 def block_sums(probs: NDArray[np.float32]) -> NDArray[np.float64]:
-    """Each row's sums over consecutive blocks of _CDF_BLOCK columns (the last may be short).
+    """Each row's sums over consecutive blocks of CDF_BLOCK columns (the last may be short).
 
-    The whole blocks are summed as a [rows, blocks, _CDF_BLOCK] view, twice as fast as
+    The whole blocks are summed as a [rows, blocks, CDF_BLOCK] view, twice as fast as
     `np.add.reduceat` over a 49k vocabulary.
     """
     rows, width = probs.shape
-    whole = width // _CDF_BLOCK * _CDF_BLOCK
+    whole = width // CDF_BLOCK * CDF_BLOCK
     sums: NDArray[np.float64] = (
-        probs[:, :whole].reshape(rows, -1, _CDF_BLOCK).sum(axis=2, dtype=np.float64)
+        probs[:, :whole].reshape(rows, -1, CDF_BLOCK).sum(axis=2, dtype=np.float64)
     )
     if whole == width:
         return sums
