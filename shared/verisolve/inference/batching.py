@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from verisolve.calculator import CalculatorError, calculate, find_open_call
 from verisolve.inference.backends import BatchBackend, BatchDecoding
-from verisolve.inference.device_sampling import DeviceLogits
+from verisolve.inference.device_sampling import DeviceLogits, host_logits
 from verisolve.inference.engine import CALL_TRIGGER, Completion, swap_remove_order
 from verisolve.inference.sampling import SamplingParams, draw_uniforms, row_streams, sample
 from verisolve.inference.stopping import FinishReason, StopRules
@@ -258,9 +258,7 @@ class _Run(Generic[T]):
         uniforms = draw_uniforms([r.stream for r in rows])
         params = [r.problem.item.params for r in rows]
         drawn = logits.sample(uniforms, params) if isinstance(logits, DeviceLogits) else None
-        if drawn is None:
-            drawn = self.sample_on_host(logits, uniforms, params)
-        tokens = np.asarray(drawn, dtype=np.int64)
+        tokens = self.sample_on_host(logits, uniforms, params) if drawn is None else drawn
         for i, row in enumerate(rows):
             if row.forced:
                 tokens[i] = row.forced.pop(0)
@@ -274,8 +272,7 @@ class _Run(Generic[T]):
         params: Sequence[SamplingParams],
     ) -> NDArray[np.int64]:
         """`sampling.sample` over each group of rows that share their settings."""
-        if isinstance(logits, DeviceLogits):
-            logits = logits.numpy()
+        logits = host_logits(logits)
         groups: dict[tuple[float, int, float], list[int]] = {}
         for i, p in enumerate(params):
             groups.setdefault((p.temperature, p.top_k, p.top_p), []).append(i)

@@ -75,7 +75,7 @@ class CascadeDecoder:
         # (a bound step rewrites every layer's cache to add one position).
         self.bind = self.device[0] == "cuda" if bind is None else bind
         # A bound step's logits stay on the device and are sampled there (device_sampling.py);
-        # on CPU numpy samples faster than the graph does (7.5 against 31 ms at 64 rows).
+        # on CPU numpy samples faster than the graph does (5.9 against 8.7 ms at 64 rows).
         on_device = self.device[0] == "cuda" if sample_on_device is None else sample_on_device
         if on_device and not self.bind:
             raise ValueError("sampling on the device needs the bound batch (bind=True)")

@@ -203,7 +203,7 @@ class DeviceLogits:
         return self.sampler(self.value, uniforms, [p.temperature for p in params])
 
 
-def host_logits(logits: NDArray[np.float32] | DeviceLogits | Any) -> NDArray[np.float32]:
+def host_logits(logits: NDArray[np.float32] | DeviceLogits) -> NDArray[np.float32]:
     """Logits on the host, copied over when they are still on the device."""
     if isinstance(logits, DeviceLogits):
         return logits.numpy()
