@@ -139,8 +139,12 @@ def test_export_refuses_a_missing_or_unusable_directory(tmp_path: Path) -> None:
     assert (result.exit_code, "has no config.json" in result.output) == (1, True)
 
 
-def test_list_when_empty() -> None:
-    assert "No models registered" in _models_cli("list")
+def test_list_when_empty_still_names_the_store() -> None:
+    # The README sends users to `models list` for the store's path, registered models or not.
+    out = _models_cli("list")
+    assert "No models registered" in out
+    # (wrapped at the terminal's width: compare without the breaks)
+    assert f"Modelstore:{get_settings().models_path.resolve()}" in "".join(out.split())
 
 
 def test_show_an_unknown_model() -> None:

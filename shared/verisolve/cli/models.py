@@ -224,10 +224,10 @@ def list_(
             )
             if Path(row.path) != store / row.name:
                 elsewhere.append((row.name, row.path))
+    console.print(f"Model store: {store}", markup=False, highlight=False)
     if not rows:
         console.print("No models registered (try `verisolve models install-default`).")
         return
-    console.print(f"Model store: {store}", markup=False, highlight=False)
     console.print(table)
     for name, path in elsewhere:
         console.print(f"{name}: {path}", markup=False, highlight=False)
