@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from platformdirs import user_data_path
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -93,7 +93,26 @@ class Settings(BaseSettings):
         return self.model_dir
 
 
+class SettingsError(ValueError):
+    """VERISOLVE_* variables that do not hold valid values: each one named, with the reason."""
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once (SettingsError names every bad variable)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per bad variable: its name, the value read and why it was refused."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"VERISOLVE_{field.upper()}" if field else "VERISOLVE_* settings"
+        value = error.get("input")
+        shown = f"={value!r}" if isinstance(value, str | int | float) else ""
+        lines.append(f"{name}{shown}: {error['msg']}")
+    return "invalid settings: " + "; ".join(lines)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from verisolve.cli import (
@@ -26,6 +28,7 @@ from verisolve.cli import (
 from verisolve.cli.bench import app as bench_app
 from verisolve.cli.job_options import with_job_options
 from verisolve.cli.metrics_exporter import exporter
+from verisolve.settings import SettingsError
 
 app = typer.Typer(
     name="verisolve",
@@ -62,4 +65,8 @@ app.command("score")(score.score)
 
 def main() -> None:
     """Entry point of the console script."""
-    app()
+    try:
+        app()
+    except SettingsError as exc:  # a bad VERISOLVE_* variable: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
