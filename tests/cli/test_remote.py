@@ -127,9 +127,11 @@ def test_results_and_report_through_the_api_match_the_database(
     for env in ({}, {"VERISOLVE_API_URL": ""}):  # through the service, then the database
         result = runner.invoke(app, ["results", str(job_id), "-o", str(early)], env=env)
         assert result.exit_code == 0, result.output
+        said = " ".join(result.stderr.split())
+        assert f"job {job_id}: 5 answer lines written to" in said  # a line each, none answered
         assert (
-            f'job {job_id} is running: 0 of 5 problems done; the others\' lines have "status" '
-            "and no answer" in " ".join(result.stderr.split())
+            f'job {job_id} (running): 0 of 5 problems done; the others\' lines have "status" '
+            "and no answer" in said
         )
         assert {json.loads(line)["status"] for line in early.read_text().splitlines()} == {
             "pending"

@@ -41,7 +41,9 @@ def results(
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror or exc}")
         raise typer.Exit(1) from None
-    err_console.print(f"job {job_id}: {count:,} {what} written to {output}")
+    # An answers file has a line per problem, answered or not (see _unfinished).
+    noun = "candidates" if candidates else "answer lines"
+    err_console.print(f"job {job_id}: {count:,} {noun} written to {output}")
     unfinished = _unfinished(job_id, what, *progress)
     if unfinished:
         err_console.print(unfinished)
@@ -56,7 +58,8 @@ def _unfinished(job_id: int, what: Stream, status: str, done: int, problems: int
         if what == "answers"
         else "the others' candidates may be missing or unscored"
     )
-    return f"job {job_id} is {status}: {done:,} of {problems:,} problems done; {lacking}"
+    # The status as stored: an inline job stopped by Ctrl-C stays "running" until resumed.
+    return f"job {job_id} ({status}): {done:,} of {problems:,} problems done; {lacking}"
 
 
 def _from_database(job_id: int, candidates: bool, output: Path) -> tuple[int, tuple[str, int, int]]:
