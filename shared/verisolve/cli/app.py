@@ -27,6 +27,7 @@ from verisolve.cli import (
 )
 from verisolve.cli.bench import app as bench_app
 from verisolve.cli.job_options import with_job_options
+from verisolve.cli.line_errors import fail
 from verisolve.cli.metrics_exporter import exporter
 from verisolve.settings import SettingsError
 
@@ -68,5 +69,5 @@ def main() -> None:
     try:
         app()
     except SettingsError as exc:  # a bad VERISOLVE_* variable: one line, not a traceback
-        print(f"error: {exc}", file=sys.stderr)
+        fail(f"error: {exc}")
         sys.exit(1)
