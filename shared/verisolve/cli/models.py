@@ -117,7 +117,14 @@ def export(
     ],
     kind: Annotated[Kind, typer.Option(help="generator or verifier.")],
     name: Annotated[str, typer.Option(help="Registry name; also the directory name.")],
-    int8: Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantisation (CPU).")] = False,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="int8 weights with per-row int8 activations; 8-bit blocks for the LM head and "
+            'the MLP down projections (CPU; README "Models").',
+        ),
+    ] = False,
     score_form: Annotated[
         ScoreForm | None, typer.Option(help="Verifiers: one score per sequence or per token.")
     ] = None,

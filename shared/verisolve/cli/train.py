@@ -72,7 +72,9 @@ PrecisionOpt = Annotated[
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue from the last checkpoint of this name.")
 ]
-Int8Opt = Annotated[bool, typer.Option("--int8", help="Export with dynamic int8 quantisation.")]
+Int8Opt = Annotated[
+    bool, typer.Option("--int8", help="Export int8, as `models export --int8` does.")
+]
 MaxLenOpt = Annotated[int, typer.Option(min=8, help="Longest token row trained on.")]
 
 
