@@ -13,6 +13,7 @@ import statistics
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -78,7 +79,10 @@ def inspector(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time each inspector page on a job of PROBLEMS x CANDIDATES; ratios against /healthz."""
-    from fastapi.testclient import TestClient
+    with warnings.catch_warnings():
+        # Starlette's test client now asks for the `httpx2` package; `httpx` still works.
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from fastapi.testclient import TestClient
 
     from services.submission.api import create_app
 
