@@ -48,9 +48,13 @@ def run_json(*args: str) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize(("k", "topk_vote"), [("2", 0.5), ("5", 0.5), ("1", 0.25)])
-def test_hand_file_numbers(tmp_path: Path, k: str, topk_vote: float) -> None:
-    data = run_json(str(write_jsonl(tmp_path / "c.jsonl", HAND_LINES)), "--k", k)
+@pytest.mark.parametrize(
+    ("option", "k", "topk_vote"),
+    [("--vote-k", "2", 0.5), ("--vote-k", "5", 0.5), ("--vote-k", "1", 0.25), ("--k", "1", 0.25)],
+)
+def test_hand_file_numbers(tmp_path: Path, option: str, k: str, topk_vote: float) -> None:
+    # --vote-k as solve and report name it; --k, its earlier name, still works.
+    data = run_json(str(write_jsonl(tmp_path / "c.jsonl", HAND_LINES)), option, k)
     assert (data["n_problems"], data["n_candidates"]) == (4, 16)
     assert data["strategies"] == pytest.approx(
         {

@@ -20,7 +20,10 @@ def evaluate(
         Path, typer.Argument(help="JSONL: problem, gold, completion or answer, optional score.")
     ],
     k: Annotated[
-        int, typer.Option("--k", min=1, help="How many top-scored candidates vote in topk-vote.")
+        int,
+        typer.Option(
+            "--vote-k", "--k", min=1, help="How many top-scored candidates vote in topk-vote."
+        ),
     ] = DEFAULT_TOP_K,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     plot: Annotated[
