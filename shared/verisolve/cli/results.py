@@ -42,7 +42,7 @@ def results(
         fail(f"cannot write {output}: {exc.strerror or exc}")
         raise typer.Exit(1) from None
     # An answers file has a line per problem, answered or not (see _unfinished).
-    noun = "candidates" if candidates else "answer lines"
+    noun = "answer lines" if what == "answers" else what
     err_console.print(f"job {job_id}: {count:,} {noun} written to {output}")
     unfinished = _unfinished(job_id, what, *progress)
     if unfinished:
