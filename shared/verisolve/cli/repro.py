@@ -62,9 +62,18 @@ def mini(
     """Synthetic data → a Llama from scratch → train generator → sample → train verifier → solve.
 
     Each stage is a verisolve command on the run's own SQLite database and model store; run it
-    again and finished stages are skipped. Writes result.json and result.png into --out.
+    again and finished stages are skipped (the folder keeps its run's sizes and seed in
+    run.json, and refuses other ones). Writes result.json and result.png into --out.
     """
-    from verisolve.repro.mini import MINI, SCALE, SMOKE, ReproError, Run, run_mini
+    from verisolve.repro.mini import (
+        MINI,
+        SCALE,
+        SMOKE,
+        ReproError,
+        Run,
+        SettingsMismatch,
+        run_mini,
+    )
 
     if smoke and scale:
         fail("--smoke and --scale exclude each other")
@@ -83,6 +92,9 @@ def mini(
     run = Run(out.resolve(), sizes, seed, say=lambda line: console.print(line, style="bold"))
     try:
         result = run_mini(run)
+    except SettingsMismatch as exc:
+        fail(str(exc))
+        raise typer.Exit(1) from None
     except ReproError as exc:
         fail(f"{exc}; run the same command again to resume")
         raise typer.Exit(1) from None

@@ -155,6 +155,52 @@ class ReproError(RuntimeError):
     """A stage of the reproduction failed."""
 
 
+class SettingsMismatch(ReproError):
+    """The folder holds a run started with other sizes or another seed."""
+
+
+RUN_FILE = "run.json"
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def claim_folder(run: Run) -> None:
+    """Record the run's sizes and seed in its folder, or check them against those recorded.
+
+    Stages are skipped when their results exist, so one folder holds one run: resumed with
+    other sizes, it would report the first run's results under the second run's settings.
+    """
+    # Through JSON, so that tuples compare equal to the lists read back.
+    settings = json.loads(json.dumps({"seed": run.seed, **asdict(run.sizes)}))
+    path = run.file(RUN_FILE)
+    if path.is_file():
+        recorded = _flat(json.loads(path.read_text(encoding="utf-8")))
+        now = _flat(settings)
+        changed = [
+            f"{key} {recorded.get(key)!r} (now {now.get(key)!r})"
+            for key in sorted(recorded.keys() | now.keys())
+            if recorded.get(key) != now.get(key)
+        ]
+        if changed:
+            raise SettingsMismatch(
+                f"{run.out} holds a run started with other settings: {', '.join(changed)}; "
+                "give another --out, or the options that run was started with"
+            )
+        return
+    run.out.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
 def _database(run: Run) -> Any:
     from verisolve.db import create_engine
 
@@ -380,7 +426,7 @@ STAGES: tuple[tuple[str, Callable[[Run], None]], ...] = (
 def run_mini(run: Run) -> dict[str, Any]:
     """Every stage in order, skipping those already done; the result."""
     started = time.monotonic()
-    run.out.mkdir(parents=True, exist_ok=True)
+    claim_folder(run)
     total = len(STAGES) + 1
     for number, (title, stage) in enumerate(STAGES, start=1):
         run.say(f"[{number}/{total}] {title}")

@@ -1,0 +1,48 @@
+"""`verisolve repro mini`: one folder holds one run's settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from verisolve.cli.app import app
+from verisolve.repro.mini import MINI, RUN_FILE, SMOKE, Run, SettingsMismatch, claim_folder
+
+runner = CliRunner()
+
+
+def test_a_new_folder_records_the_sizes_and_seed(tmp_path: Path) -> None:
+    claim_folder(Run(tmp_path / "run", SMOKE, seed=3))
+    recorded = json.loads((tmp_path / "run" / RUN_FILE).read_text())
+    assert recorded["seed"] == 3
+    assert recorded["test_samples"] == SMOKE.test_samples
+    assert recorded["shape"]["layers"] == SMOKE.shape.layers
+    assert recorded["scaling"] == list(SMOKE.scaling)
+    assert not list((tmp_path / "run").glob("*.partial"))
+
+
+def test_the_same_settings_resume_and_others_are_named(tmp_path: Path) -> None:
+    claim_folder(Run(tmp_path, SMOKE))
+    claim_folder(Run(tmp_path, SMOKE))  # the same run, resumed
+    other = replace(SMOKE, test_samples=100, shape=replace(SMOKE.shape, layers=2))
+    with pytest.raises(SettingsMismatch) as refused:
+        claim_folder(Run(tmp_path, other, seed=1))
+    message = str(refused.value)
+    assert "test_samples 4 (now 100)" in message
+    assert "shape.layers 1 (now 2)" in message
+    assert "seed 0 (now 1)" in message
+    assert "gen_problems" not in message
+
+
+def test_the_command_refuses_a_folder_of_another_run_before_any_stage(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    claim_folder(Run(out, MINI))
+    result = runner.invoke(app, ["repro", "mini", "--out", str(out), "--test-samples", "100"])
+    assert result.exit_code == 1
+    assert "test_samples 32 (now 100)" in result.stderr
+    assert "another --out" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [RUN_FILE]
