@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from verisolve.cli.app import app
-from verisolve.repro.mini import MINI, RUN_FILE, SMOKE, Run, SettingsMismatch, claim_folder
+from verisolve.repro.mini import MINI, RUN_FILE, SMOKE, Run, SettingsMismatchError, claim_folder
 
 runner = CliRunner()
 
@@ -29,7 +29,7 @@ def test_the_same_settings_resume_and_others_are_named(tmp_path: Path) -> None:
     claim_folder(Run(tmp_path, SMOKE))
     claim_folder(Run(tmp_path, SMOKE))  # the same run, resumed
     other = replace(SMOKE, test_samples=100, shape=replace(SMOKE.shape, layers=2))
-    with pytest.raises(SettingsMismatch) as refused:
+    with pytest.raises(SettingsMismatchError) as refused:
         claim_folder(Run(tmp_path, other, seed=1))
     message = str(refused.value)
     assert "test_samples 4 (now 100)" in message

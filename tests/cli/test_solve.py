@@ -120,6 +120,30 @@ def test_solve_same_job_twice_does_not_generate_again(tmp_path: Path, registered
         assert session.scalar(sa.select(sa.func.count()).select_from(Candidate)) == 30
 
 
+def test_a_model_replaced_under_its_name_makes_a_new_job(
+    tmp_path: Path, registered: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from verisolve.modelstore.export import export_generator
+    from verisolve.modelstore.tiny import build_tiny_model
+
+    assert solve(tmp_path)[0] == 0
+    root = tmp_path_factory.mktemp("retrained")
+    hf = build_tiny_model(root / "hf", seed=1)  # other weights, the same name
+    manifest = export_generator(hf, root / "tiny", name="tiny", stop=["\n\n"])
+    with session_scope() as session:
+        replaced = registry.register(session, manifest, root / "tiny")
+    assert replaced.change is registry.Change.REPLACED
+    loading.load_generator.cache_clear()
+    code, output = solve(tmp_path)
+    assert code == 0, output
+    assert "Resuming job" not in output
+    with session_scope() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Job)) == 2
+        assert session.scalar(sa.select(sa.func.count()).select_from(Candidate)) == 60
+    # and the retrained model's job is the one found again
+    assert "Resuming job 2" in solve(tmp_path)[1]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

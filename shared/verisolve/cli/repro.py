@@ -71,7 +71,7 @@ def mini(
         SMOKE,
         ReproError,
         Run,
-        SettingsMismatch,
+        SettingsMismatchError,
         run_mini,
     )
 
@@ -92,7 +92,7 @@ def mini(
     run = Run(out.resolve(), sizes, seed, say=lambda line: console.print(line, style="bold"))
     try:
         result = run_mini(run)
-    except SettingsMismatch as exc:
+    except SettingsMismatchError as exc:
         fail(str(exc))
         raise typer.Exit(1) from None
     except ReproError as exc:

@@ -50,7 +50,7 @@ def _read(path: Path) -> list[ProblemIn]:
 def _job_for(spec: JobSpec, problems: list[ProblemIn]) -> int:
     """The job these problems and parameters already have (to resume), or a new one."""
     with session_scope() as session:
-        job = find_job(session, spec.fingerprint(problems))
+        job = find_job(session, spec, problems)
         if job is not None:
             console.print(f"Resuming job {job.id} ({job.n_done}/{job.n_problems} problems done)")
             return job.id

@@ -73,7 +73,7 @@ def create_job(
     values = {
         **spec.columns(),
         "status": JobStatus.PENDING,
-        "fingerprint": spec.fingerprint(problems) if problems else None,
+        "fingerprint": _fingerprint(session, spec, problems) if problems else None,
         "idempotency_key": idempotency_key,
     }
     job_id = session.scalar(_insert(session).values(**values).returning(Job.id))
@@ -273,8 +273,21 @@ def cancel_job(session: Session, job: Job) -> None:
     session.flush()
 
 
-def find_job(session: Session, fingerprint: str) -> Job | None:
-    """The newest unfinished or finished job with this fingerprint, for resuming."""
+def _fingerprint(session: Session, spec: JobSpec, problems: Sequence[ProblemIn]) -> str:
+    """The job's digest, with the weights its model names hold in the registry now."""
+    names = (spec.generator, spec.verifier)
+    digests = {
+        name: sha
+        for name, sha in session.execute(
+            sa.select(ModelArtifact.name, ModelArtifact.sha256).where(ModelArtifact.name.in_(names))
+        )
+    }
+    return spec.fingerprint(problems, [digests.get(n) if n else None for n in names])
+
+
+def find_job(session: Session, spec: JobSpec, problems: Sequence[ProblemIn]) -> Job | None:
+    """The newest unfinished or finished job of these parameters, models and problems."""
+    fingerprint = _fingerprint(session, spec, problems)
     return session.scalars(
         sa.select(Job)
         .where(Job.fingerprint == fingerprint, Job.status != JobStatus.CANCELLED)

@@ -155,7 +155,7 @@ class ReproError(RuntimeError):
     """A stage of the reproduction failed."""
 
 
-class SettingsMismatch(ReproError):
+class SettingsMismatchError(ReproError):
     """The folder holds a run started with other sizes or another seed."""
 
 
@@ -190,7 +190,7 @@ def claim_folder(run: Run) -> None:
             if recorded.get(key) != now.get(key)
         ]
         if changed:
-            raise SettingsMismatch(
+            raise SettingsMismatchError(
                 f"{run.out} holds a run started with other settings: {', '.join(changed)}; "
                 "give another --out, or the options that run was started with"
             )
