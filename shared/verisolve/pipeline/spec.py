@@ -108,15 +108,14 @@ class JobSpec:
             raise JobInvalid("vote_k", "vote_k must be at least 1")
         self.resolved_strategy()
 
-    def fingerprint(self, problems: Sequence[ProblemIn], models: Sequence[str | None] = ()) -> str:
+    def fingerprint(self, problems: Sequence[ProblemIn], models: Sequence[str | None]) -> str:
         """A digest of parameters, models and problems: the same run again finds its job.
 
         `models` are the generator's and verifier's weights (their registry sha256): a model
         trained or exported again under the same name makes another job, not the old one's.
         """
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
-        if any(models):
-            digest.update(json.dumps(list(models)).encode())
+        digest.update(json.dumps(list(models)).encode())
         for p in problems:
             digest.update(json.dumps([p.external_id, p.question, p.gold_raw]).encode())
         return digest.hexdigest()
