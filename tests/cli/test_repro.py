@@ -46,3 +46,34 @@ def test_the_command_refuses_a_folder_of_another_run_before_any_stage(tmp_path: 
     assert "test_samples 32 (now 100)" in result.stderr
     assert "another --out" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == [RUN_FILE]
+
+
+def test_a_folder_from_before_a_setting_existed_resumes_at_its_default(tmp_path: Path) -> None:
+    claim_folder(Run(tmp_path, SMOKE))
+    path = tmp_path / RUN_FILE
+    recorded = json.loads(path.read_text())
+    del recorded["distractor_rate"]  # as run.json was written before the option
+    path.write_text(json.dumps(recorded))
+    claim_folder(Run(tmp_path, SMOKE))
+    with pytest.raises(SettingsMismatchError, match=r"distractor_rate 0\.3 \(now 0\.5\)"):
+        claim_folder(Run(tmp_path, replace(SMOKE, distractor_rate=0.5)))
+
+
+def test_the_difficulty_options_reach_the_runs_settings(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    claim_folder(Run(out, MINI))
+    given = ["--min-steps", "3", "--max-steps", "5", "--distractors", "0.5"]
+    result = runner.invoke(app, ["repro", "mini", "--out", str(out), *given])
+    assert result.exit_code == 1
+    for named in ("min_steps 2 (now 3)", "max_steps 4 (now 5)", "distractor_rate 0.3 (now 0.5)"):
+        assert named in result.stderr
+
+
+def test_fewer_most_steps_than_fewest_is_refused_before_the_folder(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, ["repro", "mini", "--out", str(out), "--min-steps", "4", "--max-steps", "3"]
+    )
+    assert result.exit_code == 1
+    assert "--min-steps 4 is more than --max-steps 3" in result.stderr
+    assert not out.exists()

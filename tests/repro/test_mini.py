@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,22 @@ def test_the_verifiers_problems_are_new_to_the_generator_unless_smoke(
     assert not set(base) & (set(verifier) - set(train))
     assert not set(base) & set(questions("test.jsonl"))
     assert not (tmp_path / "train-pool.jsonl").exists()
+
+
+def test_the_runs_difficulty_reaches_the_problems(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from verisolve.repro.mini import SMOKE, Run, stage_data
+
+    sizes = replace(
+        SMOKE, gen_problems=20, ver_problems=8, test_problems=10, ver_base_problems=0,
+        min_steps=5, max_steps=5, distractor_rate=0.0,
+    )  # fmt: skip
+    stage_data(Run(tmp_path, sizes, say=lambda _: None))
+    number = re.compile(r"\d+")
+    for name in ("train.jsonl", "verifier-train.jsonl", "test.jsonl"):
+        for line in (tmp_path / name).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            assert row["answer"].count("<<") == 5, name
+            # No distractors: every number of the question is used by the answer.
+            assert set(number.findall(row["question"])) <= set(number.findall(row["answer"]))

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from verisolve.cli.line_errors import fail
+from verisolve.synth import MAX_STEPS
 
 app = typer.Typer(help="Reproduce the paper's result at small scale.", no_args_is_help=True)
 console = Console()
@@ -51,6 +52,18 @@ def mini(
             "starts from the generator, as in the paper).",
         ),
     ] = None,
+    min_steps: Annotated[
+        int | None, typer.Option(min=2, max=MAX_STEPS, help="Fewest steps of a problem.")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=2, max=MAX_STEPS, help="Most steps of a problem.")
+    ] = None,
+    distractors: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of problems with a sentence whose number is unused."
+        ),
+    ] = None,
     likelihood_features: Annotated[
         bool | None,
         typer.Option(
@@ -87,8 +100,14 @@ def mini(
         "test_samples": test_samples,
         "ver_base_problems": ver_base_problems,
         "ver_likelihood": likelihood_features,
+        "min_steps": min_steps,
+        "max_steps": max_steps,
+        "distractor_rate": distractors,
     }
     sizes = replace(sizes, **{k: v for k, v in given.items() if v is not None})
+    if sizes.min_steps > sizes.max_steps:
+        fail(f"--min-steps {sizes.min_steps} is more than --max-steps {sizes.max_steps}")
+        raise typer.Exit(1)
     run = Run(out.resolve(), sizes, seed, say=lambda line: console.print(line, style="bold"))
     try:
         result = run_mini(run)

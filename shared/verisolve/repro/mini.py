@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,10 @@ class Sizes:
     # (-0.2 to +3.6); from a sixty-fourth (47) by 6.8 (+4.2 to +9.6). One epoch at every size,
     # as in the paper: trained for as many steps, 47 and 188 problems matched 750 (README).
     scaling: tuple[float, ...] = (0.015625, 0.0625, 0.25, 1.0)
+    # The problems' difficulty (`data synth --min-steps --max-steps --distractors`).
     min_steps: int = 2
     max_steps: int = 4
+    distractor_rate: float = 0.3
     # The verifier samples problems the generator was not fine-tuned on (see stage_data).
     ver_unseen: bool = True
     # The verifier starts from a language model of the run's shape trained (as the generator
@@ -182,7 +184,10 @@ def claim_folder(run: Run) -> None:
     settings = json.loads(json.dumps({"seed": run.seed, **asdict(run.sizes)}))
     path = run.file(RUN_FILE)
     if path.is_file():
-        recorded = _flat(json.loads(path.read_text(encoding="utf-8")))
+        # A setting added since the folder was made is compared at its default, which is what
+        # the run had then.
+        defaults = {f.name: f.default for f in fields(Sizes) if f.default is not MISSING}
+        recorded = {**defaults, **_flat(json.loads(path.read_text(encoding="utf-8")))}
         now = _flat(settings)
         changed = [
             f"{key} {recorded.get(key)!r} (now {now.get(key)!r})"
@@ -252,7 +257,8 @@ def stage_data(run: Run) -> None:
     reuse them; synthetic data need not. `--smoke` does, see SMOKE.)
     """
     s = run.sizes
-    common = ["--min-steps", str(s.min_steps), "--max-steps", str(s.max_steps)]
+    common = ["--min-steps", str(s.min_steps), "--max-steps", str(s.max_steps),
+              "--distractors", str(s.distractor_rate)]  # fmt: skip
     pool = run.file("train-pool.jsonl")
     if not run.file("verifier-train.jsonl").is_file() or (
         s.ver_base_problems and not run.file("verifier-base-train.jsonl").is_file()
