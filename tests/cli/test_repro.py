@@ -57,6 +57,13 @@ def test_a_folder_from_before_a_setting_existed_resumes_at_its_default(tmp_path:
     claim_folder(Run(tmp_path, SMOKE))
     with pytest.raises(SettingsMismatchError, match=r"distractor_rate 0\.3 \(now 0\.5\)"):
         claim_folder(Run(tmp_path, replace(SMOKE, distractor_rate=0.5)))
+    # A tuple's default compares as the list JSON reads back.
+    other = tmp_path / "mini"
+    claim_folder(Run(other, MINI))
+    recorded = json.loads((other / RUN_FILE).read_text())
+    del recorded["scaling"]
+    (other / RUN_FILE).write_text(json.dumps(recorded))
+    claim_folder(Run(other, MINI))
 
 
 def test_the_difficulty_options_reach_the_runs_settings(tmp_path: Path) -> None:

@@ -187,7 +187,9 @@ def claim_folder(run: Run) -> None:
         # A setting added since the folder was made is compared at its default, which is what
         # the run had then.
         defaults = {f.name: f.default for f in fields(Sizes) if f.default is not MISSING}
-        recorded = {**defaults, **_flat(json.loads(path.read_text(encoding="utf-8")))}
+        recorded = _flat(
+            {**json.loads(json.dumps(defaults)), **json.loads(path.read_text("utf-8"))}
+        )
         now = _flat(settings)
         changed = [
             f"{key} {recorded.get(key)!r} (now {now.get(key)!r})"
