@@ -174,22 +174,25 @@ def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _read_back(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as run.json reads them back (tuples become lists), so that they compare equal."""
+    read: dict[str, Any] = json.loads(json.dumps(settings))
+    return read
+
+
 def claim_folder(run: Run) -> None:
     """Record the run's sizes and seed in its folder, or check them against those recorded.
 
     Stages are skipped when their results exist, so one folder holds one run: resumed with
     other sizes, it would report the first run's results under the second run's settings.
     """
-    # Through JSON, so that tuples compare equal to the lists read back.
-    settings = json.loads(json.dumps({"seed": run.seed, **asdict(run.sizes)}))
+    settings = _read_back({"seed": run.seed, **asdict(run.sizes)})
     path = run.file(RUN_FILE)
     if path.is_file():
         # A setting added since the folder was made is compared at its default, which is what
         # the run had then.
         defaults = {f.name: f.default for f in fields(Sizes) if f.default is not MISSING}
-        recorded = _flat(
-            {**json.loads(json.dumps(defaults)), **json.loads(path.read_text("utf-8"))}
-        )
+        recorded = _flat({**_read_back(defaults), **json.loads(path.read_text("utf-8"))})
         now = _flat(settings)
         changed = [
             f"{key} {recorded.get(key)!r} (now {now.get(key)!r})"
