@@ -84,3 +84,42 @@ def test_fewer_most_steps_than_fewest_is_refused_before_the_folder(tmp_path: Pat
     assert result.exit_code == 1
     assert "--min-steps 4 is more than --max-steps 3" in result.stderr
     assert not out.exists()
+
+
+def test_the_verifiers_own_shape_and_rate_reach_the_runs_settings(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    claim_folder(Run(out, MINI))
+    given = ["--ver-layers", "6", "--ver-hidden", "320", "--ver-base-learning-rate", "1e-3"]
+    result = runner.invoke(app, ["repro", "mini", "--out", str(out), *given])
+    assert result.exit_code == 1
+    for named in (
+        "ver_shape.layers None (now 6)",
+        "ver_shape.hidden None (now 320)",
+        "ver_shape.heads None (now 5)",
+        "ver_base_lr None (now 0.001)",
+    ):
+        assert named in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["--ver-hidden", "300"], "--ver-hidden 300 is not a multiple of the run's head size, 64"),
+        (["--ver-layers", "6", "--ver-base-problems", "0"], "needs a starting model of its own"),
+        (["--ver-base-learning-rate", "1e-3", "--ver-base-problems", "0"], "--ver-base-problems"),
+        (["--ver-base-learning-rate", "0"], "--ver-base-learning-rate 0.0 is not above 0"),
+    ],
+)
+def test_a_verifier_shape_that_cannot_be_built_is_refused_before_the_folder(
+    tmp_path: Path, given: list[str], message: str
+) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["repro", "mini", "--out", str(out), *given])
+    assert result.exit_code == 1
+    assert message in " ".join(result.stderr.split())
+    assert not out.exists()
+
+
+def test_the_verifiers_shape_keeps_the_runs_vocabulary() -> None:
+    with pytest.raises(ValueError, match="vocabulary and positions"):
+        replace(MINI, ver_shape=replace(MINI.shape, vocab=1024))

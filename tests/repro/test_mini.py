@@ -127,3 +127,39 @@ def test_the_runs_difficulty_reaches_the_problems(tmp_path: Path) -> None:
             assert row["answer"].count("<<") == 5, name
             # No distractors: every number of the question is used by the answer.
             assert set(number.findall(row["question"])) <= set(number.findall(row["answer"]))
+
+
+def test_the_verifiers_starting_model_takes_its_own_shape_and_rate(tmp_path: Path) -> None:
+    pytest.importorskip("optimum.exporters.onnx")
+    from dataclasses import replace
+
+    from verisolve.repro.mini import (
+        SMOKE,
+        VERIFIER_BASE,
+        Run,
+        stage_base,
+        stage_data,
+        stage_verifier_base,
+    )
+
+    own = replace(SMOKE.shape, layers=2, hidden=96, heads=3)
+    sizes = replace(
+        SMOKE, gen_problems=30, ver_problems=4, test_problems=2, ver_base_problems=40,
+        ver_shape=own, ver_base_lr=1e-3,
+    )  # fmt: skip
+    run = Run(tmp_path, sizes, say=lambda _: None)
+    for stage in (stage_data, stage_base, stage_verifier_base):
+        stage(run)
+    generators = json.loads((tmp_path / "base" / "config.json").read_text())
+    scratch = json.loads((tmp_path / "verifier-scratch" / "config.json").read_text())
+    assert (generators["num_hidden_layers"], generators["hidden_size"]) == (1, 64)
+    assert (scratch["num_hidden_layers"], scratch["hidden_size"]) == (2, 96)
+    assert scratch["num_attention_heads"] == 3
+    # One tokenizer for both: the verifier reads the generator's samples token for token.
+    tokenizer = "tokenizer.json"
+    assert (tmp_path / "verifier-scratch" / tokenizer).read_bytes() == (
+        tmp_path / "base" / tokenizer
+    ).read_bytes()
+    training = Manifest.load(tmp_path / "state" / "models" / VERIFIER_BASE).training or {}
+    assert training["base"]["path"] == str(tmp_path / "verifier-scratch")
+    assert training["hyperparameters"]["learning_rate"] == 1e-3

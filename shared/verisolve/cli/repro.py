@@ -71,6 +71,29 @@ def mini(
             "solution (--no-likelihood-features: the paper's value head)."
         ),
     ] = None,
+    ver_layers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Layers of the verifier's starting model, when it is to have a shape of its "
+            "own (default: the run's, as the generator's).",
+        ),
+    ] = None,
+    ver_hidden: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Hidden size of the verifier's starting model (default: the run's); a multiple "
+            "of the run's head size (64 but for --smoke), which its heads keep.",
+        ),
+    ] = None,
+    ver_base_learning_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Learning rate of the verifier's starting model (default: the generator's, "
+            "2e-3; 1e-3 for 6 layers of 320, see docs/repro-mini.md).",
+        ),
+    ] = None,
 ) -> None:
     """Synthetic data → a Llama from scratch → train generator → sample → train verifier → solve.
 
@@ -104,7 +127,23 @@ def mini(
         "max_steps": max_steps,
         "distractor_rate": distractors,
     }
-    sizes = replace(sizes, **{k: v for k, v in given.items() if v is not None})
+    if ver_layers is not None or ver_hidden is not None:
+        shape = sizes.shape
+        head = shape.hidden // shape.heads
+        hidden = shape.hidden if ver_hidden is None else ver_hidden
+        if hidden % head:
+            fail(f"--ver-hidden {hidden} is not a multiple of the run's head size, {head}")
+            raise typer.Exit(1)
+        given["ver_shape"] = replace(
+            shape, layers=shape.layers if ver_layers is None else ver_layers, hidden=hidden,
+            heads=hidden // head,
+        )  # fmt: skip
+    given["ver_base_lr"] = ver_base_learning_rate
+    try:
+        sizes = replace(sizes, **{k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        fail(str(exc))
+        raise typer.Exit(1) from None
     if sizes.min_steps > sizes.max_steps:
         fail(f"--min-steps {sizes.min_steps} is more than --max-steps {sizes.max_steps}")
         raise typer.Exit(1)
