@@ -126,6 +126,7 @@ def mini(
         "min_steps": min_steps,
         "max_steps": max_steps,
         "distractor_rate": distractors,
+        "ver_base_lr": ver_base_learning_rate,
     }
     if ver_layers is not None or ver_hidden is not None:
         shape = sizes.shape
@@ -138,15 +139,11 @@ def mini(
             shape, layers=shape.layers if ver_layers is None else ver_layers, hidden=hidden,
             heads=hidden // head,
         )  # fmt: skip
-    given["ver_base_lr"] = ver_base_learning_rate
     try:
         sizes = replace(sizes, **{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
         fail(str(exc))
         raise typer.Exit(1) from None
-    if sizes.min_steps > sizes.max_steps:
-        fail(f"--min-steps {sizes.min_steps} is more than --max-steps {sizes.max_steps}")
-        raise typer.Exit(1)
     run = Run(out.resolve(), sizes, seed, say=lambda line: console.print(line, style="bold"))
     try:
         result = run_mini(run)

@@ -101,7 +101,13 @@ class Sizes:
     ver_base_lr: float | None = None
 
     def __post_init__(self) -> None:
-        if not self.ver_base_problems and (self.ver_shape or self.ver_base_lr is not None):
+        """Refuse sizes no run can have, naming `repro mini`'s options, before any stage."""
+        if self.min_steps > self.max_steps:
+            raise ValueError(
+                f"--min-steps {self.min_steps} is more than --max-steps {self.max_steps}"
+            )
+        own = self.ver_shape is not None or self.ver_base_lr is not None
+        if not self.ver_base_problems and own:
             raise ValueError(
                 "a verifier shape or learning rate of its own (--ver-layers, --ver-hidden, "
                 "--ver-base-learning-rate) needs a starting model of its own "
