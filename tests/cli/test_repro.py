@@ -66,13 +66,33 @@ def test_a_folder_from_before_a_setting_existed_resumes_at_its_default(tmp_path:
     claim_folder(Run(other, MINI))
 
 
-def test_the_difficulty_options_reach_the_runs_settings(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("given", "names"),
+    [
+        (
+            ["--min-steps", "3", "--max-steps", "5", "--distractors", "0.5"],
+            ["min_steps 2 (now 3)", "max_steps 4 (now 5)", "distractor_rate 0.3 (now 0.5)"],
+        ),
+        (
+            ["--ver-layers", "6", "--ver-hidden", "320", "--ver-base-learning-rate", "1e-3"],
+            [
+                "ver_shape.layers None (now 6)",
+                "ver_shape.hidden None (now 320)",
+                "ver_shape.heads None (now 5)",
+                "ver_base_lr None (now 0.001)",
+            ],
+        ),
+    ],
+    ids=["difficulty", "verifier-shape"],
+)
+def test_the_options_reach_the_runs_settings(
+    tmp_path: Path, given: list[str], names: list[str]
+) -> None:
     out = tmp_path / "run"
     claim_folder(Run(out, MINI))
-    given = ["--min-steps", "3", "--max-steps", "5", "--distractors", "0.5"]
     result = runner.invoke(app, ["repro", "mini", "--out", str(out), *given])
     assert result.exit_code == 1
-    for named in ("min_steps 2 (now 3)", "max_steps 4 (now 5)", "distractor_rate 0.3 (now 0.5)"):
+    for named in names:
         assert named in result.stderr
 
 
@@ -84,21 +104,6 @@ def test_fewer_most_steps_than_fewest_is_refused_before_the_folder(tmp_path: Pat
     assert result.exit_code == 1
     assert "--min-steps 4 is more than --max-steps 3" in result.stderr
     assert not out.exists()
-
-
-def test_the_verifiers_own_shape_and_rate_reach_the_runs_settings(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    claim_folder(Run(out, MINI))
-    given = ["--ver-layers", "6", "--ver-hidden", "320", "--ver-base-learning-rate", "1e-3"]
-    result = runner.invoke(app, ["repro", "mini", "--out", str(out), *given])
-    assert result.exit_code == 1
-    for named in (
-        "ver_shape.layers None (now 6)",
-        "ver_shape.hidden None (now 320)",
-        "ver_shape.heads None (now 5)",
-        "ver_base_lr None (now 0.001)",
-    ):
-        assert named in result.stderr
 
 
 @pytest.mark.parametrize(
