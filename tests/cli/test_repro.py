@@ -82,8 +82,9 @@ def test_a_folder_from_before_a_setting_existed_resumes_at_its_default(tmp_path:
                 "ver_base_lr None (now 0.001)",
             ],
         ),
+        (["--share-prompts"], ["ver_share_prompts False (now True)"]),
     ],
-    ids=["difficulty", "verifier-shape"],
+    ids=["difficulty", "verifier-shape", "shared-prompts"],
 )
 def test_the_options_reach_the_runs_settings(
     tmp_path: Path, given: list[str], names: list[str]
@@ -128,3 +129,18 @@ def test_a_verifier_shape_that_cannot_be_built_is_refused_before_the_folder(
 def test_the_verifiers_shape_keeps_the_runs_vocabulary() -> None:
     with pytest.raises(ValueError, match="vocabulary and positions"):
         replace(MINI, ver_shape=replace(MINI.shape, vocab=1024))
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_the_verifiers_training_shares_prompts_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, share: bool
+) -> None:
+    from verisolve.repro import mini
+
+    commands: list[tuple[str, ...]] = []
+    monkeypatch.setattr(Run, "verisolve", lambda self, *args: commands.append(args))
+    run = Run(tmp_path, replace(MINI, ver_share_prompts=share), say=lambda _: None)
+    mini._train_verifier(run, mini.VERIFIER, ["--jobs", "1"])
+    (command,) = commands
+    assert command[:2] == ("train", "verifier")
+    assert ("--share-prompts" in command) is share

@@ -263,6 +263,82 @@ def test_the_likelihood_gradient_reaches_the_trunk(tiny_base: Path) -> None:
     assert grads[True] > 0.0
 
 
+@pytest.mark.parametrize("likelihood", [False, True])
+def test_shared_prompts_give_the_same_losses_and_gradients(
+    tiny_base: Path, likelihood: bool
+) -> None:
+    import torch
+
+    from verisolve.training.batching import Example, collate
+    from verisolve.training.modeling import build_verifier
+    from verisolve.training.verifier import VerifierOptions, VerifierTask, count_targets
+
+    rng = torch.Generator().manual_seed(0)
+
+    def tokens(n: int) -> list[int]:
+        return torch.randint(5, 200, (n,), generator=rng).tolist()
+
+    rows = []
+    for group, (prompt_length, n_rows) in enumerate([(20, 4), (27, 3), (9, 1)]):
+        prompt = tokens(prompt_length)
+        for row in range(n_rows):
+            solution = tokens(int(torch.randint(4, 20, (1,), generator=rng)))
+            rows.append(Example((*prompt, *solution), prompt_length, float(row % 2), group))
+    batch = collate(rows, pad_id=0)
+    extra = {"likelihood": True, "likelihood_gradient": True} if likelihood else {}
+    results = {}
+    for share in (False, True):
+        torch.manual_seed(0)
+        net = build_verifier(tiny_base, "token", with_lm=True, dropout=0.0, **extra)
+        options = VerifierOptions(
+            rank_weight=1.0, lm_on="right", share_prompts=share,
+            likelihood_features=likelihood, likelihood_gradient=likelihood,
+        )  # fmt: skip
+        loss = VerifierTask(rows, [], [], 0, options).loss(net, batch, count_targets(rows, "right"))
+        loss.backward()
+        grads = [p.grad for p in net.parameters() if p.requires_grad and p.grad is not None]
+        results[share] = (loss.detach(), torch.cat([g.flatten() for g in grads]))
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-4, atol=1e-6)
+    assert float(results[False][1].abs().max()) > 1e-3  # the gradients compared are not zeros
+
+
+def test_a_verifier_trained_with_shared_prompts_follows_the_same_path(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    data = write_candidates(tmp_path / "c.jsonl", 60)
+    epochs = {}
+    for name, extra in (("each", []), ("shared", ["--share-prompts"])):
+        manifest = train(
+            "--candidates", str(data), "--base", str(tiny_base), "--name", name,
+            "--rank-weight", "1", "--epochs", "2", "--val-fraction", "0.25", *FAST, *extra,
+        )  # fmt: skip
+        assert (manifest.training or {})["hyperparameters"]["share_prompts"] is bool(extra)
+        epochs[name] = (manifest.training or {})["epochs"]
+    # The same batches (the ranking loss groups them either way) and the same losses up to
+    # rounding: the held-out metrics after each epoch agree.
+    for each, shared in zip(epochs["each"], epochs["shared"], strict=True):
+        assert shared["loss"] == pytest.approx(each["loss"], rel=1e-3)
+        assert shared["auroc_within_problem"] == pytest.approx(
+            each["auroc_within_problem"], abs=0.02
+        )
+
+
+def test_the_value_loss_learns_with_shared_prompts_and_problems_cut_to_the_budget(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    data = write_candidates(tmp_path / "c.jsonl", 120)
+    # About 50 tokens a candidate: a problem's 4 do not fit 120, so each problem is cut in two.
+    manifest = train(
+        "--candidates", str(data), "--base", str(tiny_base), "--name", "cut",
+        "--share-prompts", "--epochs", "3", "--val-fraction", "0.25",
+        "--batch-tokens", "120", "--accumulation", "2", "--learning-rate", "3e-3",
+    )  # fmt: skip
+    metrics = last_epoch(manifest)
+    assert metrics["auroc_within_problem"] >= 0.9
+    assert (manifest.training or {})["hyperparameters"]["share_prompts"] is True
+
+
 def test_the_ranking_loss_trains_the_lm_through_the_likelihood(
     tiny_base: Path, tmp_path: Path
 ) -> None:

@@ -1,4 +1,5 @@
-"""Training batches: whole groups for losses that compare a problem's rows; the ranking loss."""
+"""Training batches: whole groups for losses that compare a problem's rows (or cut to the budget for
+prompt sharing), the parts that share a prompt; the ranking loss."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from verisolve.training.batching import Example, plan_batches
+from verisolve.training.batching import Example, collate, plan_batches, prompt_parts
 from verisolve.training.verifier import count_targets, ranking_loss
 
 
@@ -37,6 +38,59 @@ def test_group_batches_hold_whole_groups_once_each(seed: int) -> None:
         assert padded <= 2000 or alone  # only a group over the budget may exceed it
     assert plan_batches(lengths, 2000, seed=seed, groups=groups) == batches
     assert plan_batches(lengths, 2000, seed=seed + 10, groups=groups) != batches
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_split_groups_are_cut_to_the_budget_and_kept_whole_where_they_fit(seed: int) -> None:
+    lengths, groups = _groups(seed)
+    budget = 400  # holds some groups whole, not the larger ones
+    batches = plan_batches(lengths, budget, seed=seed, groups=groups, split=True)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    batch_of = {i: number for number, batch in enumerate(batches) for i in batch}
+    members: dict[int, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    cut = 0
+    for rows in members.values():
+        widest = max(lengths[i] for i in rows)
+        if len(rows) * widest <= budget:
+            assert len({batch_of[i] for i in rows}) == 1  # a group that fits is never cut
+        else:
+            cut += 1
+    assert cut > 0  # the budget does cut some groups here
+    for batch in batches:
+        assert len(batch) * max(lengths[i] for i in batch) <= budget
+    # Without `split`, the same groups stay whole and over the budget.
+    whole = plan_batches(lengths, budget, seed=seed, groups=groups)
+    assert any(len(b) * max(lengths[i] for i in b) > budget for b in whole)
+
+
+def test_prompt_parts_share_what_every_row_of_a_problem_has_before_its_solution() -> None:
+    import torch
+
+    rows = [
+        Example((1, 2, 3, 4, 5, 10, 11), 5, 1.0, 0),  # problem 0: prompt 1..5
+        Example((1, 2, 3, 4, 5, 12), 5, 0.0, 0),
+        Example((1, 2, 3, 4, 5, 10, 13, 14), 5, 0.0, 0),  # same first solution token as row 0
+        Example((1, 2, 3, 9, 5, 16), 5, 1.0, 3),  # problem 3: its rows differ at token 3
+        Example((1, 2, 3, 8, 5, 17), 5, 0.0, 3),
+        Example((6, 7, 8, 20), 3, 1.0, 5),  # problem 5 alone: shares nothing
+    ]
+    batch = collate(rows, pad_id=0)
+    parts = prompt_parts(batch)
+    by_group = {int(part["groups"][0]): (part, prefix) for part, prefix in parts}
+    assert sorted(by_group) == [0, 3, 5]
+    # Up to the token before the solution (it predicts the solution's first token) ...
+    part, prefix = by_group[0]
+    assert prefix == 4
+    assert part["input_ids"].shape == (3, 8)
+    torch.testing.assert_close(part["input_ids"][0], batch["input_ids"][0])
+    # ... and no further than the rows agree.
+    assert by_group[3][1] == 3
+    part, prefix = by_group[5]
+    assert prefix == 0
+    assert part["input_ids"].tolist() == [[6, 7, 8, 20]]
+    assert sum(len(part["labels"]) for part, _ in parts) == len(rows)
 
 
 def test_the_ranking_loss_sums_each_problems_pairs() -> None:
@@ -69,7 +123,9 @@ def test_the_lm_loss_on_right_candidates_counts_and_uses_their_tokens_only() -> 
     class Net(torch.nn.Module):
         """Values 0; the LM logits favour token 3 at every solution target."""
 
-        def forward(self, ids: Any, mask: Any, solution: Any, with_lm: bool) -> Any:
+        def forward(
+            self, ids: Any, mask: Any, solution: Any, with_lm: bool, prefix: int = 0
+        ) -> Any:
             targets_at = solution[:, 1:]
             logits = torch.zeros(int(targets_at.sum()), 8)
             logits[:, 3] = 5.0

@@ -94,6 +94,13 @@ def mini(
             "2e-3; 1e-3 for 6 layers of 320, see docs/repro-mini.md).",
         ),
     ] = None,
+    share_prompts: Annotated[
+        bool | None,
+        typer.Option(
+            help="The verifiers' training reads each problem's prompt once for all its "
+            "candidates (`train verifier --share-prompts`).",
+        ),
+    ] = None,
 ) -> None:
     """Synthetic data → a Llama from scratch → train generator → sample → train verifier → solve.
 
@@ -127,6 +134,7 @@ def mini(
         "max_steps": max_steps,
         "distractor_rate": distractors,
         "ver_base_lr": ver_base_learning_rate,
+        "ver_share_prompts": share_prompts,
     }
     if ver_layers is not None or ver_hidden is not None:
         shape = sizes.shape

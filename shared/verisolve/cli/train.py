@@ -293,6 +293,13 @@ def verifier(
             "fixed features, and only the LM loss trains the trunk).",
         ),
     ] = False,
+    share_prompts: Annotated[
+        bool,
+        typer.Option(
+            help="A problem's candidates in a batch read their shared prompt once (faster "
+            "the more candidates per problem; with --dropout the prompt's mask is shared too).",
+        ),
+    ] = False,
     dropout: DropoutOpt = 0.0,
     val_fraction: ValOpt = 0.1,
     batch_tokens: BatchOpt = 4096,
@@ -329,6 +336,7 @@ def verifier(
             likelihood_lr=likelihood_learning_rate,
             value_head=value_head,
             likelihood_gradient=likelihood_gradient,
+            share_prompts=share_prompts,
             dropout=dropout,
             val_fraction=val_fraction,
             max_length=max_length,

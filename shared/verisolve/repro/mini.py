@@ -99,6 +99,9 @@ class Sizes:
     # The larger shape above learned the problems worse than the default's at 2e-3 (held-out
     # loss 0.172 against 0.052) and better at 1e-3 (0.030).
     ver_base_lr: float | None = None
+    # A problem's candidates read their shared prompt once in the verifier's training
+    # (`train verifier --share-prompts`): the same losses but for dropout's masks on the prompt.
+    ver_share_prompts: bool = False
 
     def __post_init__(self) -> None:
         """Refuse sizes no run can have, naming `repro mini`'s options, before any stage."""
@@ -412,10 +415,12 @@ def _train_verifier(run: Run, name: str, data: Sequence[str]) -> None:
         "--likelihood-learning-rate", str(s.ver_likelihood_lr),
         *(["--likelihood-gradient"] if s.ver_likelihood_gradient else []),
     ] if s.ver_likelihood else []  # fmt: skip
+    shared = ["--share-prompts"] if s.ver_share_prompts else []
     run.verisolve(
         "train", "verifier", *data, "--base", base, "--name", name,
         "--epochs", str(s.ver_epochs), "--learning-rate", str(s.ver_lr),
         "--rank-weight", str(s.ver_rank_weight), "--dropout", str(s.ver_dropout), *likelihood,
+        *shared,
         "--seed", str(run.seed), "--max-length", str(s.shape.max_positions),
         "--batch-tokens", str(s.batch_tokens), "--accumulation", str(s.accumulation),
     )  # fmt: skip

@@ -40,12 +40,15 @@ def plan_batches(
     seed: int,
     shuffle: bool = True,
     groups: Sequence[int] | None = None,
+    split: bool = False,
 ) -> list[list[int]]:
     """Indices in batches of similar length, each within `batch_tokens` padded tokens.
 
     With `groups`, a group's rows (a problem's candidates) always share a batch, as a loss that
     compares them needs: groups are packed whole, sorted by their longest row, and a group over
-    the budget is a batch alone. Without, each row is its own group.
+    the budget is a batch alone. With `split` as well, such a group is cut into batches of as
+    many of its rows as the budget holds (for prompt sharing, which gains from a group's rows
+    together but needs no more). Without `groups`, each row is its own group.
     """
     members: dict[int, list[int]] = {}
     for index, group in enumerate(range(len(lengths)) if groups is None else groups):
@@ -64,11 +67,14 @@ def plan_batches(
         batch: list[int] = []
         for group in chunk:
             rows = members[group]
-            # Sorted shortest first, so a batch's padded width is its newest group's widest row.
-            if batch and (len(batch) + len(rows)) * widest[group] > batch_tokens:
-                batches.append(batch)
-                batch = []
-            batch += rows
+            per_batch = max(1, batch_tokens // widest[group]) if split else len(rows)
+            for begin_row in range(0, len(rows), per_batch):
+                piece = rows[begin_row : begin_row + per_batch]
+                # Sorted shortest first: a batch's padded width is its newest group's widest row.
+                if batch and (len(batch) + len(piece)) * widest[group] > batch_tokens:
+                    batches.append(batch)
+                    batch = []
+                batch += piece
         if batch:
             batches.append(batch)
     if shuffle:
@@ -96,4 +102,45 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, Any]:
         "last": torch.tensor([len(e.ids) - 1 for e in examples], dtype=torch.long),
         "labels": torch.tensor([e.label for e in examples], dtype=torch.float32),
         "groups": torch.tensor([e.group for e in examples], dtype=torch.long),
+    }
+
+
+def prompt_parts(batch: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
+    """A collated batch split so that each problem's rows can share their prompt's forward pass.
+
+    Each group (problem) with two rows or more becomes a part of its own, with the number of
+    leading tokens its rows share and can compute once: up to, not including, the token before
+    the first solution token (that token's hidden state predicts the solution's first token, so
+    it stays in every row). The other rows form one part that shares nothing (0). Every part
+    keeps whole groups, and the losses are sums over rows, so the parts' losses add up to the
+    batch's.
+    """
+    import torch
+
+    groups = batch["groups"]
+    names, counts = torch.unique(groups, return_counts=True)
+    parts: list[tuple[dict[str, Any], int]] = []
+    alone = torch.zeros_like(groups, dtype=torch.bool)
+    for name, count in zip(names.tolist(), counts.tolist(), strict=True):
+        rows = groups == name
+        if count < 2:
+            alone |= rows
+            continue
+        part = _rows(batch, rows)
+        ids = part["input_ids"]
+        differs = (ids != ids[:1]).any(dim=0).nonzero()
+        common = int(differs[0]) if len(differs) else ids.shape[1]
+        first_solution = int(part["solution_mask"].float().argmax(dim=1).min())
+        parts.append((part, max(0, min(common, first_solution - 1))))
+    if alone.any():
+        parts.append((_rows(batch, alone), 0))
+    return parts
+
+
+def _rows(batch: dict[str, Any], rows: Any) -> dict[str, Any]:
+    """These rows of a collated batch, trimmed to their widest row."""
+    width = int(batch["last"][rows].max()) + 1
+    return {
+        key: value[rows][:, :width] if value.dim() == 2 else value[rows]
+        for key, value in batch.items()
     }

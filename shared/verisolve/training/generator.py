@@ -60,6 +60,7 @@ class GeneratorTask:
     """Cross-entropy on answer tokens, and the held-out loss per answer token."""
 
     grouped = False
+    split_groups = False
 
     def __init__(self, examples: Sequence[Example], val: Sequence[Example], pad_id: int) -> None:
         self.examples = examples

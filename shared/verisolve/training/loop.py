@@ -65,6 +65,8 @@ class Task(Protocol):
     pad_id: int
     # True when the loss compares rows of one group (problem): batches then hold whole groups.
     grouped: bool
+    # With grouped: a group over the batch budget may be cut (nothing compares its rows).
+    split_groups: bool
 
     def counts(self, indices: Sequence[int]) -> dict[str, float]:
         """Per loss term, how many elements these examples contribute (its normaliser)."""
@@ -97,7 +99,9 @@ def epoch_plans(task: Task, config: LoopConfig) -> list[list[list[list[int]]]]:
     plans = []
     for epoch in range(config.epochs):
         seed = config.seed * 7919 + epoch
-        batches = plan_batches(lengths, config.batch_tokens, seed=seed, groups=groups)
+        batches = plan_batches(
+            lengths, config.batch_tokens, seed=seed, groups=groups, split=task.split_groups
+        )
         size = config.accumulation
         plans.append([batches[i : i + size] for i in range(0, len(batches), size)])
     return plans

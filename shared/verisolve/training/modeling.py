@@ -90,6 +90,18 @@ def _verifier_net_class() -> Any:
             ]
             return [{"params": rest}, {"params": head, "lr": own}]
 
+        def _after_prefix(self, input_ids: Any, attention_mask: Any, prefix: int) -> Any:
+            """The hidden states after the shared prefix, the prefix read once for all rows."""
+            trunk = self.classifier.base_model
+            shared = trunk(input_ids=input_ids[:1, :prefix], use_cache=True).past_key_values
+            shared.batch_repeat_interleave(input_ids.shape[0])  # differentiable: grads add up
+            return trunk(
+                input_ids=input_ids[:, prefix:],
+                attention_mask=attention_mask,
+                past_key_values=shared,
+                use_cache=True,
+            ).last_hidden_state
+
         def lm_weight(self) -> Any:
             """The LM head's weight (the input embedding when the two are tied)."""
             if self.lm_head is not None:
@@ -97,11 +109,27 @@ def _verifier_net_class() -> Any:
             return self.classifier.get_input_embeddings().weight
 
         def forward(
-            self, input_ids: Any, attention_mask: Any, solution_mask: Any, with_lm: bool = True
+            self,
+            input_ids: Any,
+            attention_mask: Any,
+            solution_mask: Any,
+            with_lm: bool = True,
+            prefix: int = 0,
         ) -> tuple[Any, Any, Any]:
-            """Value logits [rows, tokens]; LM logits and targets at the solution's tokens."""
-            trunk = self.classifier.base_model
-            hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            """Value logits [rows, tokens]; LM logits and targets at the solution's tokens.
+
+            With `prefix`, every row starts with the same `prefix` tokens (a problem's prompt),
+            which the trunk reads once: its keys and values serve every row. The value logits
+            at those positions are 0; they precede the solution, which is all the losses read.
+            """
+            rows = input_ids.shape[0]
+            if prefix > 0:
+                hidden = self._after_prefix(input_ids, attention_mask, prefix)
+                input_ids, solution_mask = input_ids[:, prefix:], solution_mask[:, prefix:]
+            else:
+                trunk = self.classifier.base_model
+                out = trunk(input_ids=input_ids, attention_mask=attention_mask)
+                hidden = out.last_hidden_state
             head_in = hidden
             if hasattr(self.classifier, "dropout"):
                 head_in = self.classifier.dropout(hidden)
@@ -118,6 +146,8 @@ def _verifier_net_class() -> Any:
                         )
                 features = likelihood_features(logprobs, solution_mask)
                 values = values + self.likelihood(features).squeeze(-1)
+            if prefix > 0:
+                values = torch.cat([values.new_zeros(rows, prefix), values], dim=1)
             if not with_lm:
                 return values, None, None
             # Position p predicts token p + 1: solution tokens are the targets.

@@ -14,7 +14,7 @@ from typing import Any
 
 from verisolve.modelstore.manifest import Manifest
 from verisolve.training.base import BaseModel
-from verisolve.training.batching import Example, collate, plan_batches
+from verisolve.training.batching import Example, collate, plan_batches, prompt_parts
 from verisolve.training.data import Dataset, LabelledCandidate, check_labels, split_problems
 from verisolve.training.loop import LoopConfig, LoopRun, cleanup, train
 from verisolve.training.metrics import verifier_metrics
@@ -56,6 +56,10 @@ class VerifierOptions:
     # a problem's right candidates more probability than its wrong ones. False: those
     # log-probabilities are fixed features and only the LM loss trains the trunk.
     likelihood_gradient: bool = False
+    # True: a problem's candidates in a batch read their shared prompt once (its keys and
+    # values serve them all; see batching.prompt_parts). The same losses up to rounding without
+    # dropout; with dropout, the prompt's dropout mask is shared by the problem's candidates.
+    share_prompts: bool = False
 
     def __post_init__(self) -> None:
         if self.value_weight <= 0 and self.rank_weight <= 0:
@@ -95,7 +99,10 @@ class VerifierTask:
         self.val_candidates = val_candidates
         self.pad_id = pad_id
         self.options = options
-        self.grouped = options.rank_weight > 0
+        # The ranking loss compares a problem's rows, so they share a batch; prompt sharing
+        # gains from them together but can have them cut to the budget.
+        self.grouped = options.rank_weight > 0 or options.share_prompts
+        self.split_groups = options.rank_weight <= 0
 
     def counts(self, indices: Sequence[int]) -> dict[str, float]:
         """Rows, solution tokens (value targets), LM targets and ranked pairs of these examples."""
@@ -103,11 +110,19 @@ class VerifierTask:
 
     def loss(self, model: Any, batch: dict[str, Any], totals: dict[str, float]) -> Any:
         """Value loss (MSE per token, or BCE per row) plus the weighted LM loss."""
+        if not self.options.share_prompts:
+            return self._loss(model, batch, totals, 0)
+        losses = [self._loss(model, part, totals, n) for part, n in prompt_parts(batch)]
+        return sum(losses[1:], losses[0])
+
+    def _loss(
+        self, model: Any, batch: dict[str, Any], totals: dict[str, float], prefix: int
+    ) -> Any:
         import torch.nn.functional as f
 
         with_lm = self.options.lm_weight > 0
         values, logits, targets = model(
-            batch["input_ids"], batch["attention_mask"], batch["solution_mask"], with_lm
+            batch["input_ids"], batch["attention_mask"], batch["solution_mask"], with_lm, prefix
         )
         values = values.float()
         if self.options.score_form == "token":
@@ -159,7 +174,8 @@ class VerifierTask:
         loss = 0.0
         lengths = [len(e.ids) for e in self.val]
         groups = [e.group for e in self.val] if self.grouped else None
-        for batch in plan_batches(lengths, 8192, seed=0, shuffle=False, groups=groups):
+        split = self.split_groups
+        for batch in plan_batches(lengths, 8192, seed=0, shuffle=False, groups=groups, split=split):
             tensors = collate([self.val[i] for i in batch], self.pad_id)
             loss += float(self.loss(model, {k: v.to(device) for k, v in tensors.items()}, totals))
         metrics = verifier_metrics(self.scores(model, self.val), self.val_candidates)
