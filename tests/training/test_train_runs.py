@@ -62,9 +62,14 @@ def scores(name: str, candidates_file: Path) -> list[float]:
 
 
 @pytest.mark.slow
-def test_two_processes_train_what_one_does(tiny_base: Path, candidates_file: Path) -> None:
+@pytest.mark.parametrize("extra", [[], ["--share-prompts"]], ids=["each", "shared-prompts"])
+def test_two_processes_train_what_one_does(
+    tiny_base: Path, candidates_file: Path, extra: list[str]
+) -> None:
+    # With shared prompts, each process's micro-batches have their own numbers of parts: one
+    # forward per micro-batch all the same, as DDP needs (it hung with one forward per part).
     options = ["train", "verifier", "--candidates", str(candidates_file), "--base", str(tiny_base)]
-    options += ["--learning-rate", "3e-3", "--batch-tokens", "1024", "--accumulation", "2"]
+    options += ["--learning-rate", "3e-3", "--batch-tokens", "1024", "--accumulation", "2", *extra]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     launcher += [
         "--nproc_per_node",

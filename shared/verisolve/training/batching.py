@@ -105,42 +105,33 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, Any]:
     }
 
 
-def prompt_parts(batch: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
-    """A collated batch split so that each problem's rows can share their prompt's forward pass.
+def prompt_parts(batch: dict[str, Any]) -> list[tuple[Any, int]]:
+    """A collated batch's rows in parts whose rows share their prompt's forward pass.
 
-    Each group (problem) with two rows or more becomes a part of its own, with the number of
-    leading tokens its rows share and can compute once: up to, not including, the token before
-    the first solution token (that token's hidden state predicts the solution's first token, so
-    it stays in every row). The other rows form one part that shares nothing (0). Every part
-    keeps whole groups, and the losses are sums over rows, so the parts' losses add up to the
-    batch's.
+    Each group (problem) with two rows or more is a part of its own (its row indices), with the
+    number of leading tokens its rows share and can compute once: up to, not including, the
+    token before the first solution token (that token's hidden state predicts the solution's
+    first token, so it stays in every row). The other rows form one part that shares nothing
+    (0). See VerifierNet.forward's `parts`.
     """
     import torch
 
     groups = batch["groups"]
     names, counts = torch.unique(groups, return_counts=True)
-    parts: list[tuple[dict[str, Any], int]] = []
+    parts: list[tuple[Any, int]] = []
     alone = torch.zeros_like(groups, dtype=torch.bool)
     for name, count in zip(names.tolist(), counts.tolist(), strict=True):
-        rows = groups == name
+        in_group = groups == name
         if count < 2:
-            alone |= rows
+            alone |= in_group
             continue
-        part = _rows(batch, rows)
-        ids = part["input_ids"]
+        rows = in_group.nonzero().squeeze(1)
+        width = int(batch["last"][rows].max()) + 1
+        ids = batch["input_ids"][rows, :width]
         differs = (ids != ids[:1]).any(dim=0).nonzero()
-        common = int(differs[0]) if len(differs) else ids.shape[1]
-        first_solution = int(part["solution_mask"].float().argmax(dim=1).min())
-        parts.append((part, max(0, min(common, first_solution - 1))))
+        common = int(differs[0]) if len(differs) else width
+        first_solution = int(batch["solution_mask"][rows].float().argmax(dim=1).min())
+        parts.append((rows, max(0, min(common, first_solution - 1))))
     if alone.any():
-        parts.append((_rows(batch, alone), 0))
+        parts.append((alone.nonzero().squeeze(1), 0))
     return parts
-
-
-def _rows(batch: dict[str, Any], rows: Any) -> dict[str, Any]:
-    """These rows of a collated batch, trimmed to their widest row."""
-    width = int(batch["last"][rows].max()) + 1
-    return {
-        key: value[rows][:, :width] if value.dim() == 2 else value[rows]
-        for key, value in batch.items()
-    }

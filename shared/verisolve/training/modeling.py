@@ -114,14 +114,48 @@ def _verifier_net_class() -> Any:
             attention_mask: Any,
             solution_mask: Any,
             with_lm: bool = True,
-            prefix: int = 0,
+            parts: list[tuple[Any, int]] | None = None,
         ) -> tuple[Any, Any, Any]:
             """Value logits [rows, tokens]; LM logits and targets at the solution's tokens.
 
-            With `prefix`, every row starts with the same `prefix` tokens (a problem's prompt),
-            which the trunk reads once: its keys and values serve every row. The value logits
-            at those positions are 0; they precede the solution, which is all the losses read.
+            With `parts` (batching.prompt_parts: row indices, and how many leading tokens those
+            rows share), each part's shared tokens are read once, their keys and values serving
+            every row of the part; the outputs are the same as without, up to rounding (value
+            logits are 0 at positions before a part's solutions and past a row's end). One call
+            for all parts, as data-parallel training (DDP) needs one forward per backward.
             """
+            if parts is None:
+                return self._forward(input_ids, attention_mask, solution_mask, with_lm, 0)
+            values: Any = None
+            logits: list[Any] = [None] * input_ids.shape[0]
+            targets: list[Any] = [None] * input_ids.shape[0]
+            for rows, prefix in parts:
+                width = int(attention_mask[rows].sum(dim=1).max())
+                part = (input_ids[rows, :width], attention_mask[rows, :width])
+                got = self._forward(*part, solution_mask[rows, :width], with_lm, prefix)
+                if values is None:
+                    values = got[0].new_zeros(input_ids.shape)
+                values[rows, :width] = got[0]
+                if with_lm:
+                    # Row-major, as the mask indexing without parts orders them.
+                    per_row = solution_mask[rows, 1:width].sum(dim=1).tolist()
+                    for row, lm, target in zip(
+                        rows.tolist(), got[1].split(per_row), got[2].split(per_row), strict=True
+                    ):
+                        logits[row], targets[row] = lm, target
+            if not with_lm:
+                return values, None, None
+            return values, torch.cat(logits), torch.cat(targets)
+
+        def _forward(
+            self,
+            input_ids: Any,
+            attention_mask: Any,
+            solution_mask: Any,
+            with_lm: bool,
+            prefix: int,
+        ) -> tuple[Any, Any, Any]:
+            """forward's outputs for rows that share their first `prefix` tokens (0: none)."""
             rows = input_ids.shape[0]
             if prefix > 0:
                 hidden = self._after_prefix(input_ids, attention_mask, prefix)

@@ -110,19 +110,12 @@ class VerifierTask:
 
     def loss(self, model: Any, batch: dict[str, Any], totals: dict[str, float]) -> Any:
         """Value loss (MSE per token, or BCE per row) plus the weighted LM loss."""
-        if not self.options.share_prompts:
-            return self._loss(model, batch, totals, 0)
-        losses = [self._loss(model, part, totals, n) for part, n in prompt_parts(batch)]
-        return sum(losses[1:], losses[0])
-
-    def _loss(
-        self, model: Any, batch: dict[str, Any], totals: dict[str, float], prefix: int
-    ) -> Any:
         import torch.nn.functional as f
 
         with_lm = self.options.lm_weight > 0
+        parts = prompt_parts(batch) if self.options.share_prompts else None
         values, logits, targets = model(
-            batch["input_ids"], batch["attention_mask"], batch["solution_mask"], with_lm, prefix
+            batch["input_ids"], batch["attention_mask"], batch["solution_mask"], with_lm, parts
         )
         values = values.float()
         if self.options.score_form == "token":
