@@ -120,9 +120,10 @@ def _verifier_net_class() -> Any:
 
             With `parts` (batching.prompt_parts: row indices, and how many leading tokens those
             rows share), each part's shared tokens are read once, their keys and values serving
-            every row of the part; the outputs are the same as without, up to rounding (value
-            logits are 0 at positions before a part's solutions and past a row's end). One call
-            for all parts, as data-parallel training (DDP) needs one forward per backward.
+            every row of the part; the outputs are the same as without, up to rounding, but
+            for the value logits at a part's shared positions and past its widest row (0 there;
+            all before or after the solutions the losses read). One call for all parts, as
+            data-parallel training (DDP) needs one forward per backward.
             """
             if parts is None:
                 return self._forward(input_ids, attention_mask, solution_mask, with_lm, 0)
