@@ -126,12 +126,10 @@ def prompt_parts(batch: dict[str, Any]) -> list[tuple[Any, int]]:
             alone |= in_group
             continue
         rows = in_group.nonzero().squeeze(1)
-        width = int(batch["last"][rows].max()) + 1
-        ids = batch["input_ids"][rows, :width]
-        differs = (ids != ids[:1]).any(dim=0).nonzero()
-        common = int(differs[0]) if len(differs) else width
         first_solution = int(batch["solution_mask"][rows].float().argmax(dim=1).min())
-        parts.append((rows, max(0, min(common, first_solution - 1))))
+        ids = batch["input_ids"][rows, : max(0, first_solution - 1)]  # all that could be shared
+        differs = (ids != ids[:1]).any(dim=0).nonzero()
+        parts.append((rows, int(differs[0]) if len(differs) else ids.shape[1]))
     if alone.any():
         parts.append((alone.nonzero().squeeze(1), 0))
     return parts
